@@ -1,0 +1,196 @@
+//! The records Latchkey keeps: users, sessions (one concept for cookie and token mode) and the
+//! refresh tokens of a token session's family.
+use crate::secret::SecretHash;
+use std::fmt;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Uuid::try_parse(text).ok().map(Self)
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// The public session id (`sid`): random, shown in lists, JWT claims and the feed. It opens nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    /// Random (v4), so sids reveal neither creation order nor count.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Uuid::try_parse(text).ok().map(Self)
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Normalised form (see [`crate::Username`]); unique.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: OffsetDateTime,
+    pub banned_at: Option<OffsetDateTime>,
+}
+
+impl User {
+    pub fn is_banned(&self) -> bool {
+        self.banned_at.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// Stateful: an opaque secret in the `__Host-latchkey` cookie.
+    Cookie,
+    /// Stateless access tokens plus a rotating refresh-token family.
+    Token,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Cookie => "cookie",
+            SessionKind::Token => "token",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "cookie" => Some(SessionKind::Cookie),
+            "token" => Some(SessionKind::Token),
+            _ => None,
+        }
+    }
+}
+
+/// Why a session ended; recorded for audit and reported on the revocation feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    Logout,
+    UserRevoked,
+    ReuseDetected,
+    PasswordChanged,
+    Banned,
+    Admin,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::UserRevoked => "user_revoked",
+            RevokeReason::ReuseDetected => "reuse_detected",
+            RevokeReason::PasswordChanged => "password_changed",
+            RevokeReason::Banned => "banned",
+            RevokeReason::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "logout" => RevokeReason::Logout,
+            "user_revoked" => RevokeReason::UserRevoked,
+            "reuse_detected" => RevokeReason::ReuseDetected,
+            "password_changed" => RevokeReason::PasswordChanged,
+            "banned" => RevokeReason::Banned,
+            "admin" => RevokeReason::Admin,
+            _ => return None,
+        })
+    }
+}
+
+/// One login. Cookie sessions and token families are both sessions, listed and revoked alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub kind: SessionKind,
+    /// Token mode: the OAuth client the family was issued to.
+    pub client_id: Option<String>,
+    /// Token mode: the scope granted at login; refreshes never widen it.
+    pub scope: Option<String>,
+    /// Cookie mode: SHA-256 of the cookie secret.
+    pub secret_hash: Option<SecretHash>,
+    /// Cookie mode: SHA-256 of the CSRF token.
+    pub csrf_hash: Option<SecretHash>,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    /// Absolute end: `refresh.ttl` (token) or `session.absolute_timeout` (cookie) after login.
+    pub expires_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoke_reason: Option<RevokeReason>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl Session {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    /// Live = neither revoked nor past its absolute end.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        !self.is_revoked() && now < self.expires_at
+    }
+}
+
+/// A refresh token as stored: only its hash, its family (session) and its rotation state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub hash: SecretHash,
+    pub session_id: SessionId,
+    pub client_id: String,
+    pub issued_at: OffsetDateTime,
+    /// Set once, atomically, by the one rotation that consumed it.
+    pub consumed_at: Option<OffsetDateTime>,
+    /// The successor, sealed under a key derived from this token (grace window only).
+    pub sealed_successor: Option<Vec<u8>>,
+    /// Whether this token's successor has itself been consumed (then this is not the
+    /// immediate predecessor of the current token and gets no grace).
+    pub successor_consumed: bool,
+}
+
+/// What a rotation writes: the successor token of the family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    pub hash: SecretHash,
+    pub session_id: SessionId,
+    pub client_id: String,
+    pub issued_at: OffsetDateTime,
+}

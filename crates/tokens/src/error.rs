@@ -1,0 +1,87 @@
+//! Error types. Verification errors are small `Copy` reasons: they never carry any part of the
+//! presented token, so they are safe to log and to compare in tests.
+
+use thiserror::Error;
+
+use crate::key::Algorithm;
+
+/// Failures while generating, loading or using a signing key, or assembling a key ring.
+#[derive(Error, Debug)]
+pub enum TokenError {
+    /// The cryptographic library could not generate a key or random bytes.
+    #[error("key generation failed")]
+    KeyGeneration,
+    /// Stored key bytes are not a valid PKCS#8 private key for the stated algorithm.
+    /// (The bytes themselves are never part of the message.)
+    #[error("stored private key is not a valid PKCS#8 {0} key")]
+    InvalidPrivateKey(Algorithm),
+    /// A key id must be 1 to 128 printable ASCII characters (no spaces).
+    #[error("invalid key id {0:?}: expected 1 to 128 printable ASCII characters")]
+    InvalidKeyId(String),
+    /// The same key id appears twice in a key ring.
+    #[error("duplicate key id {0:?} in key ring")]
+    DuplicateKeyId(String),
+    /// The key chosen to sign new tokens is not one of the ring's keys.
+    #[error("signing key {0:?} is not in the key ring")]
+    SigningKeyNotInRing(String),
+    /// Signing failed inside the cryptographic library.
+    #[error("signing failed")]
+    Signing,
+    /// The claims could not be serialized to JSON.
+    #[error("claims could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Why a presented access token was refused.
+///
+/// Callers normally answer every variant the same way (401); the variants exist for logs,
+/// metrics and tests.
+#[derive(Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Longer than [`crate::MAX_TOKEN_LEN`]; refused before any parsing.
+    #[error("token too long")]
+    TooLong,
+    /// Not three base64url segments of JSON objects, or a claim of the wrong JSON type.
+    #[error("malformed token")]
+    Malformed,
+    /// `typ` is missing or is not `at+jwt` (RFC 9068 §4).
+    #[error("token type is not at+jwt")]
+    WrongType,
+    /// A header parameter this service never emits and refuses to honour
+    /// (`jwk`, `jku`, `x5u`, `x5c`, `crit`).
+    #[error("unsupported header parameter {0:?}")]
+    UnsupportedHeader(&'static str),
+    /// `kid` is missing, not a string, empty or longer than 128 characters.
+    #[error("missing or invalid key id")]
+    InvalidKeyId,
+    /// No key in the ring has this `kid`.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The header `alg` is not the algorithm of the key named by `kid`
+    /// (this covers `none`, HMAC and RSA algorithms).
+    #[error("algorithm not accepted for this key")]
+    WrongAlgorithm,
+    /// The signature does not verify with the key named by `kid`.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not this issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain the required audience.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// A required claim is absent (or `null`).
+    #[error("missing claim {0:?}")]
+    MissingClaim(&'static str),
+}
+
+/// An algorithm name that is neither `EdDSA` nor `ES256`.
+#[derive(Error, Debug, Clone, PartialEq, Eq)]
+#[error("unknown algorithm {0:?}: expected \"EdDSA\" or \"ES256\"")]
+pub struct ParseAlgorithmError(pub String);
