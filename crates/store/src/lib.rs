@@ -1,1 +1,167 @@
+//! Persistence for Latchkey: one [`Store`] trait and its backends.
+//!
+//! Every backend passes the same conformance suite ([`conformance`], behind the `conformance`
+//! feature). Refresh-token rotation is one atomic step in each backend: a conditional update
+//! that only one of any number of concurrent callers can win.
+#![deny(clippy::unwrap_used)]
 
+use async_trait::async_trait;
+use latchkey_core::{
+    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, User, UserId,
+};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+pub mod memory;
+pub mod sqlite;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod testing;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated (e.g. the username is taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The store could not answer. Callers fail closed (503), never guess.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record could not be decoded: corruption or a schema mismatch.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A signing key as persisted: the only secret stored as such (DESIGN invariant 3).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_der: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of the atomic consume-and-replace step of a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// This caller consumed the token and the successor was written.
+    Rotated,
+    /// Nothing was written: the token was already consumed, unknown, or its family is no
+    /// longer live. The caller re-reads the token and judges it again.
+    NotRotated,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Creates a user; `Conflict` if the (normalised) username is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Returns false when no such user exists.
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool>;
+    /// `Some(t)` bans, `None` unbans. Returns false when no such user exists.
+    async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool>;
+
+    /// Creates a session and, in token mode, the first refresh token of its family, atomically.
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_refresh_token: Option<&NewRefreshToken>,
+    ) -> StoreResult<()>;
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+    /// Cookie mode: the session whose secret hashes to `hash`.
+    async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>>;
+    /// Every session of the user that is neither revoked nor past its absolute end at `now`.
+    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>>;
+    /// Records activity (cookie idle timeout, sessions list).
+    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()>;
+    /// Revokes one session; returns false if it was unknown or already revoked.
+    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool>;
+    /// Revokes every unrevoked session of a user except `keep`; returns the ones it revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<SessionId>>;
+
+    /// A refresh token and its family's session, by the token's hash.
+    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>>;
+    /// Atomically: if `presented` is unconsumed and its session is live at `now`, mark it
+    /// consumed (keeping `sealed_successor`, if any, for the grace window) and insert
+    /// `successor`. Of any number of concurrent calls for one token, at most one rotates.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &SecretHash,
+        successor: &NewRefreshToken,
+        sealed_successor: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome>;
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Every stored signing key, oldest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+}
+
+/// Opens the store named by a `database` URL (`sqlite:…`, `memory:`), running migrations.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if url == "memory:" || url == "memory://" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteStore::connect(url).await?));
+    }
+    Err(StoreError::Unavailable(format!(
+        "unsupported database URL scheme in {:?}: expected sqlite:// or memory:",
+        redact_url(url)
+    )))
+}
+
+/// Hides a password in a connection URL before it goes into a message.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact_url("sqlite://latchkey.db"), "sqlite://latchkey.db");
+    }
+}

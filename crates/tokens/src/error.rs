@@ -24,6 +24,9 @@ pub enum TokenError {
     /// The key chosen to sign new tokens is not one of the ring's keys.
     #[error("signing key {0:?} is not in the key ring")]
     SigningKeyNotInRing(String),
+    /// The signed token would exceed [`crate::MAX_TOKEN_LEN`] and so never verify.
+    #[error("access token would be {0} bytes, over the limit")]
+    TokenTooLong(usize),
     /// Signing failed inside the cryptographic library.
     #[error("signing failed")]
     Signing,

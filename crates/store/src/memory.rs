@@ -1,0 +1,245 @@
+//! In-memory backend: for tests and throwaway runs. One mutex makes every operation atomic.
+use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use async_trait::async_trait;
+use latchkey_core::{
+    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, User, UserId,
+};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use time::OffsetDateTime;
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<UserId, User>,
+    sessions: HashMap<SessionId, Session>,
+    refresh_tokens: HashMap<SecretHash, StoredRefresh>,
+    keys: Vec<StoredKey>,
+}
+
+struct StoredRefresh {
+    token: RefreshToken,
+    successor: Option<SecretHash>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every write is a single step).
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Inner {
+    fn with_successor_state(&self, stored: &StoredRefresh) -> RefreshToken {
+        let mut token = stored.token.clone();
+        token.successor_consumed = stored
+            .successor
+            .and_then(|h| self.refresh_tokens.get(&h))
+            .is_some_and(|s| s.token.consumed_at.is_some());
+        token
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.users.values().any(|u| u.username == user.username) {
+            return Err(StoreError::Conflict("username is taken"));
+        }
+        if inner.users.contains_key(&user.id) {
+            return Err(StoreError::Conflict("user id exists"));
+        }
+        inner.users.insert(user.id, user.clone());
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        Ok(self.lock().users.get(&id).cloned())
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        Ok(self.lock().users.values().find(|u| u.username == username).cloned())
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
+        Ok(self
+            .lock()
+            .users
+            .get_mut(&id)
+            .map(|u| u.password_hash = password_hash.to_string())
+            .is_some())
+    }
+
+    async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
+        Ok(self.lock().users.get_mut(&id).map(|u| u.banned_at = banned_at).is_some())
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_refresh_token: Option<&NewRefreshToken>,
+    ) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.sessions.contains_key(&session.id) {
+            return Err(StoreError::Conflict("session id exists"));
+        }
+        if let Some(t) = first_refresh_token {
+            if inner.refresh_tokens.contains_key(&t.hash) {
+                return Err(StoreError::Conflict("refresh token exists"));
+            }
+            inner.refresh_tokens.insert(t.hash, new_stored(t));
+        }
+        inner.sessions.insert(session.id, session.clone());
+        Ok(())
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        Ok(self.lock().sessions.get(&id).cloned())
+    }
+
+    async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .find(|s| s.secret_hash.as_ref() == Some(hash))
+            .cloned())
+    }
+
+    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>> {
+        let mut sessions: Vec<Session> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user && s.is_live(now))
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        Ok(sessions)
+    }
+
+    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()> {
+        if let Some(s) = self.lock().sessions.get_mut(&id) {
+            s.last_seen_at = s.last_seen_at.max(now);
+        }
+        Ok(())
+    }
+
+    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(&id) {
+            Some(s) if s.revoked_at.is_none() => {
+                s.revoked_at = Some(now);
+                s.revoke_reason = Some(reason);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<SessionId>> {
+        let mut inner = self.lock();
+        let mut revoked = Vec::new();
+        for s in inner.sessions.values_mut() {
+            if s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep {
+                s.revoked_at = Some(now);
+                s.revoke_reason = Some(reason);
+                revoked.push(s.id);
+            }
+        }
+        revoked.sort();
+        Ok(revoked)
+    }
+
+    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>> {
+        let inner = self.lock();
+        let Some(stored) = inner.refresh_tokens.get(hash) else {
+            return Ok(None);
+        };
+        let session = inner
+            .sessions
+            .get(&stored.token.session_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt("refresh token without session".into()))?;
+        Ok(Some((inner.with_successor_state(stored), session)))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &SecretHash,
+        successor: &NewRefreshToken,
+        sealed_successor: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.refresh_tokens.get(presented) else {
+            return Ok(RotateOutcome::NotRotated);
+        };
+        let family_live = inner
+            .sessions
+            .get(&stored.token.session_id)
+            .is_some_and(|s| s.is_live(now));
+        if stored.token.consumed_at.is_some() || !family_live {
+            return Ok(RotateOutcome::NotRotated);
+        }
+        if inner.refresh_tokens.contains_key(&successor.hash) {
+            return Err(StoreError::Conflict("refresh token exists"));
+        }
+        if let Some(stored) = inner.refresh_tokens.get_mut(presented) {
+            stored.token.consumed_at = Some(now);
+            stored.token.sealed_successor = sealed_successor.map(<[u8]>::to_vec);
+            stored.successor = Some(successor.hash);
+        }
+        inner.refresh_tokens.insert(successor.hash, new_stored(successor));
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.keys.iter().any(|k| k.kid == key.kid) {
+            return Err(StoreError::Conflict("key id exists"));
+        }
+        inner.keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let mut keys = self.lock().keys.clone();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+}
+
+fn new_stored(t: &NewRefreshToken) -> StoredRefresh {
+    StoredRefresh {
+        token: RefreshToken {
+            hash: t.hash,
+            session_id: t.session_id,
+            client_id: t.client_id.clone(),
+            issued_at: t.issued_at,
+            consumed_at: None,
+            sealed_successor: None,
+            successor_consumed: false,
+        },
+        successor: None,
+    }
+}

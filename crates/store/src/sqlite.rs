@@ -1,0 +1,426 @@
+//! SQLite backend: the embedded default. WAL mode; one writer connection (SQLite allows one
+//! writer at a time anyway, so queuing in the pool beats retrying on SQLITE_BUSY) and a pool
+//! of readers.
+use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use async_trait::async_trait;
+use latchkey_core::{
+    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, SessionKind, User,
+    UserId,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{FromRow, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at a `sqlite://path` URL and migrates it.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS
+            // crash or power loss can lose the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating SQLite database: {e}")))?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(unavailable)?;
+        Ok(Self { writer, readers })
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn to_nanos(t: OffsetDateTime) -> i64 {
+    // i64 nanoseconds cover 1677..2262; timestamps outside are clamped, never wrapped.
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {n}: {e}")))
+}
+
+fn opt_from_nanos(n: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    n.map(from_nanos).transpose()
+}
+
+fn parse_uuid(text: &str) -> StoreResult<uuid::Uuid> {
+    uuid::Uuid::try_parse(text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
+}
+
+fn hash_from(bytes: Option<Vec<u8>>) -> StoreResult<Option<SecretHash>> {
+    bytes
+        .map(|b| SecretHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("hash length".into())))
+        .transpose()
+}
+
+struct UserRow(User);
+
+impl FromRow<'_, SqliteRow> for UserRow {
+    fn from_row(row: &SqliteRow) -> sqlx::Result<Self> {
+        let decode = || -> StoreResult<User> {
+            Ok(User {
+                id: UserId(parse_uuid(row.try_get("id").map_err(unavailable)?)?),
+                username: row.try_get("username").map_err(unavailable)?,
+                password_hash: row.try_get("password_hash").map_err(unavailable)?,
+                created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
+                banned_at: opt_from_nanos(row.try_get("banned_at").map_err(unavailable)?)?,
+            })
+        };
+        decode().map(UserRow).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+struct SessionRow(Session);
+
+impl FromRow<'_, SqliteRow> for SessionRow {
+    fn from_row(row: &SqliteRow) -> sqlx::Result<Self> {
+        decode_session(row, "").map(SessionRow).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// Decodes session columns, optionally prefixed (`s_id`, …) when joined with other tables.
+fn decode_session(row: &SqliteRow, prefix: &str) -> StoreResult<Session> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let get_i64 = |name: &str| row.try_get::<i64, _>(col(name).as_str()).map_err(unavailable);
+    let get_opt_i64 = |name: &str| row.try_get::<Option<i64>, _>(col(name).as_str()).map_err(unavailable);
+    let get_opt_str = |name: &str| row.try_get::<Option<String>, _>(col(name).as_str()).map_err(unavailable);
+    let get_opt_blob = |name: &str| row.try_get::<Option<Vec<u8>>, _>(col(name).as_str()).map_err(unavailable);
+    let id: String = row.try_get(col("id").as_str()).map_err(unavailable)?;
+    let user_id: String = row.try_get(col("user_id").as_str()).map_err(unavailable)?;
+    let kind: String = row.try_get(col("kind").as_str()).map_err(unavailable)?;
+    Ok(Session {
+        id: SessionId(parse_uuid(&id)?),
+        user_id: UserId(parse_uuid(&user_id)?),
+        kind: SessionKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+        client_id: get_opt_str("client_id")?,
+        scope: get_opt_str("scope")?,
+        secret_hash: hash_from(get_opt_blob("secret_hash")?)?,
+        csrf_hash: hash_from(get_opt_blob("csrf_hash")?)?,
+        created_at: from_nanos(get_i64("created_at")?)?,
+        last_seen_at: from_nanos(get_i64("last_seen_at")?)?,
+        expires_at: from_nanos(get_i64("expires_at")?)?,
+        revoked_at: opt_from_nanos(get_opt_i64("revoked_at")?)?,
+        revoke_reason: get_opt_str("revoke_reason")?
+            .map(|r| RevokeReason::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("revoke reason {r:?}"))))
+            .transpose()?,
+        user_agent: get_opt_str("user_agent")?,
+        ip: get_opt_str("ip")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at, banned_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(to_nanos(user.created_at))
+        .bind(user.banned_at.map(to_nanos))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("username is taken") } else { unavailable(e) })?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET banned_at = ? WHERE id = ?")
+            .bind(banned_at.map(to_nanos))
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_refresh_token: Option<&NewRefreshToken>,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session.id.to_string())
+        .bind(session.user_id.to_string())
+        .bind(session.kind.as_str())
+        .bind(session.client_id.as_deref())
+        .bind(session.scope.as_deref())
+        .bind(session.secret_hash.map(|h| h.0.to_vec()))
+        .bind(session.csrf_hash.map(|h| h.0.to_vec()))
+        .bind(to_nanos(session.created_at))
+        .bind(to_nanos(session.last_seen_at))
+        .bind(to_nanos(session.expires_at))
+        .bind(session.revoked_at.map(to_nanos))
+        .bind(session.revoke_reason.map(RevokeReason::as_str))
+        .bind(session.user_agent.as_deref())
+        .bind(session.ip.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("session exists") } else { unavailable(e) })?;
+        if let Some(t) = first_refresh_token {
+            insert_refresh_token(&mut tx, t).await?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> = sqlx::query_as("SELECT * FROM sessions WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> = sqlx::query_as("SELECT * FROM sessions WHERE secret_hash = ?")
+            .bind(hash.0.to_vec())
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
+            "SELECT * FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? \
+             ORDER BY created_at, id",
+        )
+        .bind(user.to_string())
+        .bind(to_nanos(now))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?")
+            .bind(to_nanos(now))
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(to_nanos(now))
+        .bind(reason.as_str())
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<SessionId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+             WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ? RETURNING id",
+        )
+        .bind(to_nanos(now))
+        .bind(reason.as_str())
+        .bind(user.to_string())
+        .bind(keep.map(|k| k.to_string()))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        let mut ids = ids
+            .iter()
+            .map(|id| parse_uuid(id).map(SessionId))
+            .collect::<StoreResult<Vec<_>>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>> {
+        let row = sqlx::query(
+            "SELECT t.session_id, t.client_id AS t_client_id, t.issued_at, t.consumed_at, t.sealed_successor, \
+                    (succ.consumed_at IS NOT NULL) AS successor_consumed, \
+                    s.id AS s_id, s.user_id AS s_user_id, s.kind AS s_kind, s.client_id AS s_client_id, \
+                    s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
+                    s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
+                    s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip \
+             FROM refresh_tokens t \
+             JOIN sessions s ON s.id = t.session_id \
+             LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
+             WHERE t.hash = ?",
+        )
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let session = decode_session(&row, "s_")?;
+        let token = RefreshToken {
+            hash: *hash,
+            session_id: SessionId(parse_uuid(row.try_get("session_id").map_err(unavailable)?)?),
+            client_id: row.try_get("t_client_id").map_err(unavailable)?,
+            issued_at: from_nanos(row.try_get("issued_at").map_err(unavailable)?)?,
+            consumed_at: opt_from_nanos(row.try_get("consumed_at").map_err(unavailable)?)?,
+            sealed_successor: row.try_get("sealed_successor").map_err(unavailable)?,
+            successor_consumed: row.try_get("successor_consumed").map_err(unavailable)?,
+        };
+        Ok(Some((token, session)))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &SecretHash,
+        successor: &NewRefreshToken,
+        sealed_successor: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        // The conditional UPDATE is the one-time-use guard: only one caller can see a row
+        // with consumed_at still NULL.
+        let consumed = sqlx::query(
+            "UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?, sealed_successor = ? \
+             WHERE hash = ? AND consumed_at IS NULL AND EXISTS ( \
+                 SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                 AND s.revoked_at IS NULL AND s.expires_at > ?)",
+        )
+        .bind(to_nanos(now))
+        .bind(successor.hash.0.to_vec())
+        .bind(sealed_successor.map(<[u8]>::to_vec))
+        .bind(presented.0.to_vec())
+        .bind(to_nanos(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if consumed.rows_affected() != 1 {
+            return Ok(RotateOutcome::NotRotated);
+        }
+        insert_refresh_token(&mut tx, successor).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, algorithm, private_der, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_der)
+            .bind(to_nanos(key.created_at))
+            .execute(&self.writer)
+            .await
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("key id exists") } else { unavailable(e) })?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT kid, algorithm, private_der, created_at FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    kid: row.try_get("kid").map_err(unavailable)?,
+                    algorithm: row.try_get("algorithm").map_err(unavailable)?,
+                    private_der: row.try_get("private_der").map_err(unavailable)?,
+                    created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn insert_refresh_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    t: &NewRefreshToken,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO refresh_tokens (hash, session_id, client_id, issued_at) VALUES (?, ?, ?, ?)")
+        .bind(t.hash.0.to_vec())
+        .bind(t.session_id.to_string())
+        .bind(&t.client_id)
+        .bind(to_nanos(t.issued_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("refresh token exists") } else { unavailable(e) })?;
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! Public keys as JSON Web Keys (RFC 7517), in the forms RFC 8037 (Ed25519) and
+//! RFC 7518 §6.2 (P-256) define, so any JOSE library can verify Latchkey's tokens.
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Serialize};
+
+use crate::key::Algorithm;
+
+/// One public key of the JWKS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Jwk {
+    /// `OKP` for Ed25519, `EC` for P-256.
+    pub kty: String,
+    /// `Ed25519` or `P-256`.
+    pub crv: String,
+    /// Ed25519: the raw 32-byte public key; P-256: the 32-byte big-endian x coordinate;
+    /// base64url without padding.
+    pub x: String,
+    /// P-256 only: the 32-byte big-endian y coordinate, base64url without padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<String>,
+    pub kid: String,
+    /// `EdDSA` or `ES256`: pinned so that consumers never let a token choose the algorithm.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// The document served at `/.well-known/jwks.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+impl Jwk {
+    /// Builds the JWK from aws-lc-rs's public key bytes: 32 raw bytes for Ed25519, the
+    /// uncompressed SEC1 point `0x04 || x || y` for P-256. `None` if the bytes have another shape.
+    pub(crate) fn from_public_key(alg: Algorithm, kid: &str, public: &[u8]) -> Option<Jwk> {
+        let (kty, crv, x, y) = match alg {
+            Algorithm::EdDSA => {
+                if public.len() != 32 {
+                    return None;
+                }
+                ("OKP", "Ed25519", public, None)
+            }
+            Algorithm::ES256 => match public {
+                [0x04, point @ ..] if point.len() == 64 => {
+                    let (x, y) = point.split_at(32);
+                    ("EC", "P-256", x, Some(y))
+                }
+                _ => return None,
+            },
+        };
+        Some(Jwk {
+            kty: kty.to_owned(),
+            crv: crv.to_owned(),
+            x: URL_SAFE_NO_PAD.encode(x),
+            y: y.map(|y| URL_SAFE_NO_PAD.encode(y)),
+            kid: kid.to_owned(),
+            alg: alg.as_str().to_owned(),
+            use_: "sig".to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use time::OffsetDateTime;
+
+    use super::*;
+    use crate::SigningKey;
+
+    fn decode(s: &Value) -> Vec<u8> {
+        URL_SAFE_NO_PAD
+            .decode(s.as_str().expect("string"))
+            .expect("base64url without padding")
+    }
+
+    #[test]
+    fn ed25519_jwk_shape() {
+        let key = SigningKey::generate(Algorithm::EdDSA, OffsetDateTime::UNIX_EPOCH).expect("key");
+        let json = serde_json::to_value(key.public_jwk()).expect("json");
+        let obj = json.as_object().expect("object");
+        let mut names: Vec<_> = obj.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "crv", "kid", "kty", "use", "x"]);
+        assert_eq!(obj["kty"], "OKP");
+        assert_eq!(obj["crv"], "Ed25519");
+        assert_eq!(obj["alg"], "EdDSA");
+        assert_eq!(obj["use"], "sig");
+        assert_eq!(obj["kid"], key.kid());
+        assert_eq!(decode(&obj["x"]).len(), 32);
+        assert_eq!(obj["x"].as_str().map(str::len), Some(43));
+    }
+
+    #[test]
+    fn p256_jwk_shape() {
+        let key = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
+        let json = serde_json::to_value(key.public_jwk()).expect("json");
+        let obj = json.as_object().expect("object");
+        let mut names: Vec<_> = obj.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "crv", "kid", "kty", "use", "x", "y"]);
+        assert_eq!(obj["kty"], "EC");
+        assert_eq!(obj["crv"], "P-256");
+        assert_eq!(obj["alg"], "ES256");
+        assert_eq!(obj["use"], "sig");
+        assert_eq!(obj["kid"], key.kid());
+        // Coordinates are always 32 bytes, even when the leading byte is zero.
+        assert_eq!(decode(&obj["x"]).len(), 32);
+        assert_eq!(decode(&obj["y"]).len(), 32);
+    }
+
+    #[test]
+    fn jwk_set_roundtrips_through_json() {
+        let set = JwkSet {
+            keys: Algorithm::ALL
+                .into_iter()
+                .map(|alg| {
+                    SigningKey::generate(alg, OffsetDateTime::UNIX_EPOCH)
+                        .expect("key")
+                        .public_jwk()
+                })
+                .collect(),
+        };
+        let text = serde_json::to_string(&set).expect("json");
+        assert!(text.starts_with("{\"keys\":["));
+        let back: JwkSet = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn wrong_public_key_shapes_are_refused() {
+        assert!(Jwk::from_public_key(Algorithm::EdDSA, "k", &[0; 31]).is_none());
+        assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 64]).is_none());
+        assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x02; 65]).is_none());
+        assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 65]).is_some());
+    }
+}

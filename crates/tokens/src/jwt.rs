@@ -1,0 +1,359 @@
+//! RFC 9068 access tokens: signing with the ring's current key and strict verification.
+//!
+//! Verification is done here by hand rather than through a general JWT library, because the
+//! rules are narrower than any library's defaults: the algorithm is fixed by the key the `kid`
+//! names (never by the token), key-carrying and extension headers are refused outright, and
+//! time comes from the caller's clock.
+
+use std::sync::Arc;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
+
+use crate::{
+    error::{TokenError, VerifyError},
+    jwk::JwkSet,
+    key::{MAX_KID_LEN, SigningKey},
+};
+
+/// Longest token accepted (bytes); checked before any decoding so that oversized input costs
+/// nothing. Also enforced when signing, so an issued token is always accepted.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+/// The `typ` header of every access token (RFC 9068 §2.1).
+pub(crate) const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// The full media type form, which RFC 9068 §4 also accepts.
+const ACCESS_TOKEN_MEDIA_TYPE: &str = "application/at+jwt";
+
+/// The claims of a Latchkey access token (RFC 9068 §2.2 plus `sid`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AccessTokenClaims {
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// The resource server the token is meant for. Tokens are issued with a single audience;
+    /// on verification an array `aud` is reduced to the audience that matched.
+    pub aud: String,
+    /// Expiry, epoch seconds.
+    pub exp: i64,
+    /// Issue time, epoch seconds.
+    pub iat: i64,
+    /// Not before, epoch seconds; issued equal to `iat`. Optional on verification (then `iat`).
+    pub nbf: i64,
+    /// Unique token id.
+    pub jti: String,
+    pub client_id: String,
+    /// Space-separated scopes; may be empty.
+    pub scope: String,
+    /// The public id of the session (refresh family) the token belongs to.
+    pub sid: String,
+}
+
+/// What a presented token must satisfy, with the clock injected so that expiry is testable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validation {
+    /// Exact `iss` required.
+    pub issuer: String,
+    /// `aud` must be (or, as an array, contain) this value; `None` accepts any audience.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// Current time, epoch seconds.
+    pub now: i64,
+}
+
+impl Validation {
+    /// Any audience, no leeway.
+    pub fn new(issuer: impl Into<String>, now: i64) -> Self {
+        Validation {
+            issuer: issuer.into(),
+            audience: None,
+            leeway_secs: 0,
+            now,
+        }
+    }
+}
+
+/// Random unique token id (`jti`): a UUID v4.
+pub fn new_jti() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Every key that may have signed a live token, plus the one that signs new tokens.
+///
+/// Cheap to clone: the keys are shared.
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    inner: Arc<RingInner>,
+}
+
+#[derive(Debug)]
+struct RingInner {
+    keys: Vec<SigningKey>,
+    /// Index into `keys`, checked in [`KeyRing::new`].
+    signing: usize,
+}
+
+impl KeyRing {
+    /// `keys`: every key that may have signed a live token; `signing_kid`: the one that signs
+    /// new tokens. Fails if `signing_kid` is not among `keys` or if two keys share a `kid`.
+    pub fn new(keys: Vec<SigningKey>, signing_kid: &str) -> Result<Self, TokenError> {
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|earlier| earlier.kid() == key.kid()) {
+                return Err(TokenError::DuplicateKeyId(key.kid().to_owned()));
+            }
+        }
+        let signing = keys
+            .iter()
+            .position(|key| key.kid() == signing_kid)
+            .ok_or_else(|| TokenError::SigningKeyNotInRing(signing_kid.to_owned()))?;
+        Ok(KeyRing {
+            inner: Arc::new(RingInner { keys, signing }),
+        })
+    }
+
+    /// The key that signs new tokens.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.inner.keys[self.inner.signing]
+    }
+
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.inner.keys
+    }
+
+    /// The public keys of the whole ring, for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.inner.keys.iter().map(SigningKey::public_jwk).collect(),
+        }
+    }
+
+    /// Signs `claims` with the signing key; header `{"alg","typ":"at+jwt","kid"}`.
+    pub fn sign(&self, claims: &AccessTokenClaims) -> Result<String, TokenError> {
+        let key = self.signing_key();
+        let payload = serde_json::to_vec(claims)?;
+        let header = key.header_b64();
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 96);
+        token.push_str(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = key.sign_raw(token.as_bytes())?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TokenTooLong(token.len()));
+        }
+        Ok(token)
+    }
+
+    /// Verifies a presented access token and returns its claims.
+    ///
+    /// Checks, in order: length; three base64url segments; header (no `jwk`/`jku`/`x5u`/`x5c`/
+    /// `crit`, `typ` = `at+jwt`, a `kid` of this ring, `alg` = that key's algorithm); signature;
+    /// required claims; `iss`; `aud`; `exp`, `nbf`, `iat` against `validation.now`.
+    pub fn verify(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<AccessTokenClaims, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(VerifyError::TooLong);
+        }
+        let mut segments = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(VerifyError::Malformed);
+        };
+
+        let header: RawHeader = parse_json_object(&decode_segment(header_b64)?)?;
+        let key = self.check_header(&header)?;
+
+        let signature = decode_segment(signature_b64)?;
+        // The signing input is the token up to the second dot, exactly as received.
+        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        if !key.verify_raw(signing_input, &signature) {
+            return Err(VerifyError::BadSignature);
+        }
+
+        let claims: RawClaims = parse_json_object(&decode_segment(payload_b64)?)?;
+        claims.validate(validation)
+    }
+
+    /// Header rules that apply before the signature is checked; returns the key to check it with.
+    fn check_header(&self, header: &RawHeader) -> Result<&SigningKey, VerifyError> {
+        // Parameters that would let the token bring or point to its own key, or demand
+        // extensions we do not implement (RFC 7515 §4.1.11).
+        for (present, name) in [
+            (header.jwk.0, "jwk"),
+            (header.jku.0, "jku"),
+            (header.x5u.0, "x5u"),
+            (header.x5c.0, "x5c"),
+            (header.crit.0, "crit"),
+        ] {
+            if present {
+                return Err(VerifyError::UnsupportedHeader(name));
+            }
+        }
+        match header.typ.as_deref() {
+            Some(typ)
+                if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+                    || typ.eq_ignore_ascii_case(ACCESS_TOKEN_MEDIA_TYPE) => {}
+            _ => return Err(VerifyError::WrongType),
+        }
+        let kid = match header.kid.as_deref() {
+            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
+            _ => return Err(VerifyError::InvalidKeyId),
+        };
+        // The kid is only ever compared with the ring's own ids.
+        let key = self
+            .inner
+            .keys
+            .iter()
+            .find(|key| key.kid() == kid)
+            .ok_or(VerifyError::UnknownKey)?;
+        if header.alg.as_deref() != Some(key.algorithm().as_str()) {
+            return Err(VerifyError::WrongAlgorithm);
+        }
+        Ok(key)
+    }
+}
+
+/// Strict base64url: no padding, no stray characters, no non-zero trailing bits.
+fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
+    if segment.is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::Malformed)
+}
+
+/// Parses a JSON object. The first byte is checked because serde's derived structs would also
+/// accept a JSON array, matching fields by position.
+fn parse_json_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Result<T, VerifyError> {
+    if json.first() != Some(&b'{') {
+        return Err(VerifyError::Malformed);
+    }
+    serde_json::from_slice(json).map_err(|_| VerifyError::Malformed)
+}
+
+/// The protected header as presented. Derived deserialization also refuses duplicate names.
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    typ: Option<String>,
+    kid: Option<String>,
+    #[serde(default)]
+    jwk: Present,
+    #[serde(default)]
+    jku: Present,
+    #[serde(default)]
+    x5u: Present,
+    #[serde(default)]
+    x5c: Present,
+    #[serde(default)]
+    crit: Present,
+}
+
+/// Whether a header parameter appears at all, whatever its value (`null` included).
+#[derive(Default)]
+struct Present(bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer)?;
+        Ok(Present(true))
+    }
+}
+
+/// The payload as presented: every claim optional so that absence gets a precise error.
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<i64>,
+    iat: Option<i64>,
+    nbf: Option<i64>,
+    jti: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    sid: Option<String>,
+}
+
+/// RFC 7519 §4.1.3: a single string or an array of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn required<T>(value: Option<T>, name: &'static str) -> Result<T, VerifyError> {
+    value.ok_or(VerifyError::MissingClaim(name))
+}
+
+/// Like [`required`], for identifiers where an empty string is as good as absent.
+fn required_id(value: Option<String>, name: &'static str) -> Result<String, VerifyError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or(VerifyError::MissingClaim(name))
+}
+
+impl RawClaims {
+    fn validate(self, validation: &Validation) -> Result<AccessTokenClaims, VerifyError> {
+        let iss = required(self.iss, "iss")?;
+        let sub = required_id(self.sub, "sub")?;
+        let aud = required(self.aud, "aud")?;
+        let exp = required(self.exp, "exp")?;
+        let iat = required(self.iat, "iat")?;
+        let jti = required_id(self.jti, "jti")?;
+        let client_id = required_id(self.client_id, "client_id")?;
+        let scope = required(self.scope, "scope")?;
+        let sid = required_id(self.sid, "sid")?;
+        let nbf = self.nbf.unwrap_or(iat);
+
+        if iss != validation.issuer {
+            return Err(VerifyError::WrongIssuer);
+        }
+        let aud = match (aud, &validation.audience) {
+            (Audience::One(aud), Some(want)) if aud == *want => aud,
+            (Audience::Many(auds), Some(want)) if auds.contains(want) => want.clone(),
+            (_, Some(_)) => return Err(VerifyError::WrongAudience),
+            (Audience::One(aud), None) => aud,
+            (Audience::Many(auds), None) => auds
+                .into_iter()
+                .next()
+                .ok_or(VerifyError::MissingClaim("aud"))?,
+        };
+
+        let leeway = i64::try_from(validation.leeway_secs).unwrap_or(i64::MAX);
+        if exp <= validation.now.saturating_sub(leeway) {
+            return Err(VerifyError::Expired);
+        }
+        let latest_start = validation.now.saturating_add(leeway);
+        if nbf > latest_start || iat > latest_start {
+            return Err(VerifyError::NotYetValid);
+        }
+
+        Ok(AccessTokenClaims {
+            iss,
+            sub,
+            aud,
+            exp,
+            iat,
+            nbf,
+            jti,
+            client_id,
+            scope,
+            sid,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
