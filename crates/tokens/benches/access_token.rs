@@ -8,7 +8,7 @@ use aws_lc_rs::{
     rand::SystemRandom,
     signature::{
         ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
-        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, UnparsedPublicKey,
+        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm,
     },
 };
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -47,30 +47,37 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm, group_name: &str) {
     assert_eq!(ring.verify(&token, &validation).as_ref(), Ok(&claims));
 
     // The exact signing input of a real token: same size, same content.
-    let signing_input = token.rsplit_once('.').expect("three segments").0.as_bytes().to_vec();
+    let signing_input = token
+        .rsplit_once('.')
+        .expect("three segments")
+        .0
+        .as_bytes()
+        .to_vec();
     let der = key.private_pkcs8_der();
 
-    let (raw_sign, public, verify_alg): (Box<dyn Fn(&[u8]) -> Vec<u8>>, Vec<u8>, _) = match alg {
-        Algorithm::EdDSA => {
-            let pair = Ed25519KeyPair::from_pkcs8(der).expect("ed25519 key");
-            let public = pair.public_key().as_ref().to_vec();
-            let sign = Box::new(move |m: &[u8]| pair.sign(m).as_ref().to_vec());
-            (sign as Box<dyn Fn(&[u8]) -> Vec<u8>>, public, &ED25519 as &'static _)
-        }
-        Algorithm::ES256 => {
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
-                .expect("p256 key");
-            let public = pair.public_key().as_ref().to_vec();
-            let rng = SystemRandom::new();
-            let sign = Box::new(move |m: &[u8]| {
-                pair.sign(&rng, m).expect("sign").as_ref().to_vec()
-            });
-            (sign as Box<dyn Fn(&[u8]) -> Vec<u8>>, public, &ECDSA_P256_SHA256_FIXED as &'static _)
-        }
-    };
+    type RawSigner = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let (raw_sign, public, verify_alg): (RawSigner, Vec<u8>, &'static dyn VerificationAlgorithm) =
+        match alg {
+            Algorithm::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8(der).expect("ed25519 key");
+                let public = pair.public_key().as_ref().to_vec();
+                let sign = move |m: &[u8]| pair.sign(m).as_ref().to_vec();
+                (Box::new(sign), public, &ED25519)
+            }
+            Algorithm::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .expect("p256 key");
+                let public = pair.public_key().as_ref().to_vec();
+                let rng = SystemRandom::new();
+                let sign = move |m: &[u8]| pair.sign(&rng, m).expect("sign").as_ref().to_vec();
+                (Box::new(sign), public, &ECDSA_P256_SHA256_FIXED)
+            }
+        };
     let signature = raw_sign(&signing_input);
     let unparsed = UnparsedPublicKey::new(verify_alg, public.clone());
-    unparsed.verify(&signing_input, &signature).expect("raw signature verifies");
+    unparsed
+        .verify(&signing_input, &signature)
+        .expect("raw signature verifies");
     let parsed = ParsedPublicKey::new(verify_alg, &public).expect("public key");
 
     let mut group = c.benchmark_group(group_name);
@@ -78,7 +85,9 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm, group_name: &str) {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(800))
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("raw_sign", |b| b.iter(|| raw_sign(black_box(&signing_input))));
+    group.bench_function("raw_sign", |b| {
+        b.iter(|| raw_sign(black_box(&signing_input)))
+    });
     group.bench_function("sign_access_token", |b| {
         b.iter(|| ring.sign(black_box(&claims)).expect("sign"))
     });
@@ -89,7 +98,10 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm, group_name: &str) {
         b.iter(|| parsed.verify_sig(black_box(&signing_input), black_box(&signature)))
     });
     group.bench_function("verify_access_token", |b| {
-        b.iter(|| ring.verify(black_box(&token), black_box(&validation)).expect("verify"))
+        b.iter(|| {
+            ring.verify(black_box(&token), black_box(&validation))
+                .expect("verify")
+        })
     });
     group.finish();
 }

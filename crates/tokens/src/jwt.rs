@@ -168,6 +168,10 @@ impl KeyRing {
         ) else {
             return Err(VerifyError::Malformed);
         };
+        // An unsigned token (`alg: none` style, empty signature) is malformed, whatever its header.
+        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+            return Err(VerifyError::Malformed);
+        }
 
         let header: RawHeader = parse_json_object(&decode_segment(header_b64)?)?;
         let key = self.check_header(&header)?;
@@ -224,9 +228,6 @@ impl KeyRing {
 
 /// Strict base64url: no padding, no stray characters, no non-zero trailing bits.
 fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
-    if segment.is_empty() {
-        return Err(VerifyError::Malformed);
-    }
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| VerifyError::Malformed)

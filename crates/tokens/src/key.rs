@@ -121,7 +121,9 @@ impl SigningKey {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
             Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            }
         }
         .map_err(|_| TokenError::KeyGeneration)?;
         let mut kid_bytes = [0u8; 16];
@@ -161,7 +163,8 @@ impl SigningKey {
         };
         let verifier =
             ParsedPublicKey::new(alg.verification_algorithm(), &public).map_err(bad_key)?;
-        let jwk = Jwk::from_public_key(alg, &kid, &public).ok_or(TokenError::InvalidPrivateKey(alg))?;
+        let jwk =
+            Jwk::from_public_key(alg, &kid, &public).ok_or(TokenError::InvalidPrivateKey(alg))?;
         let header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&JwsHeader {
             alg: alg.as_str(),
             typ: crate::jwt::ACCESS_TOKEN_TYP,
@@ -262,7 +265,10 @@ mod tests {
             assert_eq!(alg.to_string().parse::<Algorithm>(), Ok(alg));
             let json = serde_json::to_string(&alg).expect("serialize");
             assert_eq!(json, format!("\"{alg}\""));
-            assert_eq!(serde_json::from_str::<Algorithm>(&json).expect("deserialize"), alg);
+            assert_eq!(
+                serde_json::from_str::<Algorithm>(&json).expect("deserialize"),
+                alg
+            );
         }
         assert_eq!(Algorithm::default(), Algorithm::EdDSA);
     }
@@ -275,7 +281,11 @@ mod tests {
             assert!(msg.contains("EdDSA") && msg.contains("ES256"), "{msg}");
             let serde_err = serde_json::from_str::<Algorithm>(&format!("\"{bad}\""))
                 .expect_err("must be refused");
-            assert!(serde_err.to_string().contains("expected \"EdDSA\" or \"ES256\""));
+            assert!(
+                serde_err
+                    .to_string()
+                    .contains("expected \"EdDSA\" or \"ES256\"")
+            );
         }
     }
 
@@ -336,14 +346,22 @@ mod tests {
                 load(alg, b"not a key"),
                 Err(TokenError::InvalidPrivateKey(_))
             ));
-            assert!(matches!(load(alg, &[]), Err(TokenError::InvalidPrivateKey(_))));
+            assert!(matches!(
+                load(alg, &[]),
+                Err(TokenError::InvalidPrivateKey(_))
+            ));
         }
     }
 
     #[test]
     fn from_stored_refuses_bad_kids() {
         let key = SigningKey::generate(Algorithm::EdDSA, now()).expect("generate");
-        for kid in [String::new(), "a".repeat(MAX_KID_LEN + 1), "a b".into(), "é".into()] {
+        for kid in [
+            String::new(),
+            "a".repeat(MAX_KID_LEN + 1),
+            "a b".into(),
+            "é".into(),
+        ] {
             let res =
                 SigningKey::from_stored(kid, Algorithm::EdDSA, key.private_pkcs8_der(), now());
             assert!(matches!(res, Err(TokenError::InvalidKeyId(_))));

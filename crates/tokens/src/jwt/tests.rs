@@ -74,7 +74,11 @@ fn forge(key: &SigningKey, header: &Value, payload: &Value) -> String {
 }
 
 /// Forge with `key` and verify against a ring holding only `key`.
-fn check(key: &SigningKey, header: &Value, payload: &Value) -> Result<AccessTokenClaims, VerifyError> {
+fn check(
+    key: &SigningKey,
+    header: &Value,
+    payload: &Value,
+) -> Result<AccessTokenClaims, VerifyError> {
     ring_of(key).verify(&forge(key, header, payload), &validation())
 }
 
@@ -147,7 +151,10 @@ fn stored_key_signs_and_verifies_like_the_original() {
         assert_eq!(loaded.kid(), original.kid());
         let claims = claims();
         let token = ring_of(&loaded).sign(&claims).expect("sign");
-        assert_eq!(ring_of(&original).verify(&token, &validation()), Ok(claims.clone()));
+        assert_eq!(
+            ring_of(&original).verify(&token, &validation()),
+            Ok(claims.clone())
+        );
         let token = ring_of(&original).sign(&claims).expect("sign");
         assert_eq!(ring_of(&loaded).verify(&token, &validation()), Ok(claims));
     }
@@ -205,7 +212,10 @@ fn alg_none_is_refused() {
         for none in ["none", "None", "NONE", "nOnE"] {
             let h = with(header(&key), "alg", json!(none));
             // Signed anyway: the header alg is not what decides.
-            assert_eq!(check(&key, &h, &payload()), Err(VerifyError::WrongAlgorithm));
+            assert_eq!(
+                check(&key, &h, &payload()),
+                Err(VerifyError::WrongAlgorithm)
+            );
             // The classic form: empty signature segment.
             let unsigned = format!("{}.{}.", b64(h.to_string()), b64(payload().to_string()));
             assert_eq!(
@@ -230,9 +240,15 @@ fn other_algorithms_in_header_are_refused() {
             Algorithm::EdDSA => "ES256",
             Algorithm::ES256 => "EdDSA",
         };
-        for bad in [other, "RS256", "PS256", "HS256", "ES384", "eddsa", "es256", "Ed25519", ""] {
+        for bad in [
+            other, "RS256", "PS256", "HS256", "ES384", "eddsa", "es256", "Ed25519", "",
+        ] {
             let h = with(header(&key), "alg", json!(bad));
-            assert_eq!(check(&key, &h, &payload()), Err(VerifyError::WrongAlgorithm), "{bad}");
+            assert_eq!(
+                check(&key, &h, &payload()),
+                Err(VerifyError::WrongAlgorithm),
+                "{bad}"
+            );
         }
         assert_eq!(
             check(&key, &without(header(&key), "alg"), &payload()),
@@ -301,7 +317,11 @@ fn key_carrying_and_critical_headers_are_refused() {
             Err(VerifyError::UnsupportedHeader("jwk"))
         );
         // Same with the ring's kid but the attacker's signature.
-        let h = with(header(&key), "jwk", serde_json::to_value(attacker.public_jwk()).expect("jwk"));
+        let h = with(
+            header(&key),
+            "jwk",
+            serde_json::to_value(attacker.public_jwk()).expect("jwk"),
+        );
         let token = forge(&attacker, &h, &payload());
         assert_eq!(
             ring_of(&key).verify(&token, &validation()),
@@ -332,7 +352,11 @@ fn hostile_kids_are_only_looked_up() {
         ];
         for kid in injections {
             let h = with(header(&key), "kid", json!(kid));
-            assert_eq!(check(&key, &h, &payload()), Err(VerifyError::UnknownKey), "{kid:?}");
+            assert_eq!(
+                check(&key, &h, &payload()),
+                Err(VerifyError::UnknownKey),
+                "{kid:?}"
+            );
         }
         for bad in [json!(""), Value::Null, json!("a".repeat(MAX_KID_LEN + 1))] {
             let h = with(header(&key), "kid", bad);
@@ -376,14 +400,20 @@ fn tampered_payload_is_refused() {
         let parts = segments(&token);
         let evil = b64(with(payload(), "sub", json!("admin")).to_string());
         let tampered = format!("{}.{evil}.{}", parts[0], parts[2]);
-        assert_eq!(ring.verify(&tampered, &validation()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            ring.verify(&tampered, &validation()),
+            Err(VerifyError::BadSignature)
+        );
         // A header rewritten to something equivalent is tampering too.
         let respaced = b64(format!(
             r#"{{ "alg":"{alg}", "typ":"at+jwt", "kid":"{}" }}"#,
             key.kid()
         ));
         let tampered = format!("{respaced}.{}.{}", parts[1], parts[2]);
-        assert_eq!(ring.verify(&tampered, &validation()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            ring.verify(&tampered, &validation()),
+            Err(VerifyError::BadSignature)
+        );
     }
 }
 
@@ -411,8 +441,14 @@ fn wrong_signatures_are_refused() {
         );
         let mut longer = signature.clone();
         longer.push(0);
-        assert_eq!(ring.verify(&rebuild(&longer), &validation()), Err(VerifyError::BadSignature));
-        assert_eq!(ring.verify(&rebuild(&[0; 64]), &validation()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            ring.verify(&rebuild(&longer), &validation()),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            ring.verify(&rebuild(&[0; 64]), &validation()),
+            Err(VerifyError::BadSignature)
+        );
 
         // Signed by a different key that claims the same kid.
         let impostor = SigningKey::from_stored(
@@ -423,7 +459,10 @@ fn wrong_signatures_are_refused() {
         )
         .expect("load");
         let token = ring_of(&impostor).sign(&claims()).expect("sign");
-        assert_eq!(ring.verify(&token, &validation()), Err(VerifyError::BadSignature));
+        assert_eq!(
+            ring.verify(&token, &validation()),
+            Err(VerifyError::BadSignature)
+        );
     }
 }
 
@@ -449,7 +488,10 @@ fn expiry_and_leeway() {
         let key = key(alg);
         let at = |exp: i64, leeway: u64| {
             let token = forge(&key, &header(&key), &with(payload(), "exp", json!(exp)));
-            let v = Validation { leeway_secs: leeway, ..validation() };
+            let v = Validation {
+                leeway_secs: leeway,
+                ..validation()
+            };
             ring_of(&key).verify(&token, &v)
         };
         assert_eq!(at(NOW - 1, 0), Err(VerifyError::Expired));
@@ -470,7 +512,10 @@ fn not_yet_valid_and_leeway() {
         let key = key(alg);
         let at = |nbf: i64, iat: i64, leeway: u64| {
             let p = with(with(payload(), "nbf", json!(nbf)), "iat", json!(iat));
-            let v = Validation { leeway_secs: leeway, ..validation() };
+            let v = Validation {
+                leeway_secs: leeway,
+                ..validation()
+            };
             ring_of(&key).verify(&forge(&key, &header(&key), &p), &v)
         };
         assert_eq!(at(NOW + 60, NOW, 1), Err(VerifyError::NotYetValid));
@@ -483,7 +528,10 @@ fn not_yet_valid_and_leeway() {
         assert!(at(NOW - 60, NOW - 60, 0).is_ok());
         // nbf is optional and then defaults to iat, which is still checked.
         let p = with(without(payload(), "nbf"), "iat", json!(NOW + 60));
-        assert_eq!(check(&key, &header(&key), &p), Err(VerifyError::NotYetValid));
+        assert_eq!(
+            check(&key, &header(&key), &p),
+            Err(VerifyError::NotYetValid)
+        );
         let claims = check(&key, &header(&key), &without(payload(), "nbf")).expect("valid");
         assert_eq!(claims.nbf, claims.iat);
     }
@@ -502,7 +550,11 @@ fn wrong_issuer_is_refused() {
         ];
         for iss in evil {
             let p = with(payload(), "iss", json!(iss));
-            assert_eq!(check(&key, &header(&key), &p), Err(VerifyError::WrongIssuer), "{iss}");
+            assert_eq!(
+                check(&key, &header(&key), &p),
+                Err(VerifyError::WrongIssuer),
+                "{iss}"
+            );
         }
     }
 }
@@ -512,7 +564,10 @@ fn audience_rules() {
     for alg in Algorithm::ALL {
         let key = key(alg);
         let ring = ring_of(&key);
-        let any = Validation { audience: None, ..validation() };
+        let any = Validation {
+            audience: None,
+            ..validation()
+        };
         let token = |aud: Value| forge(&key, &header(&key), &with(payload(), "aud", aud));
 
         assert_eq!(
@@ -536,14 +591,26 @@ fn audience_rules() {
             .expect("array containing the audience");
         assert_eq!(claims.aud, "api");
 
-        assert_eq!(ring.verify(&token(json!("other")), &any).map(|c| c.aud), Ok("other".into()));
-        assert_eq!(ring.verify(&token(json!(["x", "y"])), &any).map(|c| c.aud), Ok("x".into()));
+        assert_eq!(
+            ring.verify(&token(json!("other")), &any).map(|c| c.aud),
+            Ok("other".into())
+        );
+        assert_eq!(
+            ring.verify(&token(json!(["x", "y"])), &any).map(|c| c.aud),
+            Ok("x".into())
+        );
         assert_eq!(
             ring.verify(&token(json!([])), &any),
             Err(VerifyError::MissingClaim("aud"))
         );
-        assert_eq!(ring.verify(&token(json!(7)), &any), Err(VerifyError::Malformed));
-        assert_eq!(ring.verify(&token(json!([7])), &any), Err(VerifyError::Malformed));
+        assert_eq!(
+            ring.verify(&token(json!(7)), &any),
+            Err(VerifyError::Malformed)
+        );
+        assert_eq!(
+            ring.verify(&token(json!([7])), &any),
+            Err(VerifyError::Malformed)
+        );
     }
 }
 
@@ -551,16 +618,36 @@ fn audience_rules() {
 fn typ_must_be_at_jwt() {
     for alg in Algorithm::ALL {
         let key = key(alg);
-        for bad in ["JWT", "jwt", "at+jwt ", "at-jwt", "dpop+jwt", "application/jwt", ""] {
+        for bad in [
+            "JWT",
+            "jwt",
+            "at+jwt ",
+            "at-jwt",
+            "dpop+jwt",
+            "application/jwt",
+            "",
+        ] {
             let h = with(header(&key), "typ", json!(bad));
-            assert_eq!(check(&key, &h, &payload()), Err(VerifyError::WrongType), "{bad}");
+            assert_eq!(
+                check(&key, &h, &payload()),
+                Err(VerifyError::WrongType),
+                "{bad}"
+            );
         }
-        for bad in [without(header(&key), "typ"), with(header(&key), "typ", Value::Null)] {
+        for bad in [
+            without(header(&key), "typ"),
+            with(header(&key), "typ", Value::Null),
+        ] {
             assert_eq!(check(&key, &bad, &payload()), Err(VerifyError::WrongType));
         }
         let h = with(header(&key), "typ", json!(1));
         assert_eq!(check(&key, &h, &payload()), Err(VerifyError::Malformed));
-        for good in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+JWT"] {
+        for good in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+JWT",
+        ] {
             let h = with(header(&key), "typ", json!(good));
             assert!(check(&key, &h, &payload()).is_ok(), "{good}");
         }
@@ -569,7 +656,17 @@ fn typ_must_be_at_jwt() {
 
 #[test]
 fn every_required_claim_is_required() {
-    let required = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id", "scope", "sid"];
+    let required = [
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "jti",
+        "client_id",
+        "scope",
+        "sid",
+    ];
     for alg in Algorithm::ALL {
         let key = key(alg);
         for name in required {
@@ -611,7 +708,11 @@ fn claims_of_the_wrong_type_are_malformed() {
         ];
         for (name, value) in cases {
             let p = with(payload(), name, value);
-            assert_eq!(check(&key, &header(&key), &p), Err(VerifyError::Malformed), "{name}");
+            assert_eq!(
+                check(&key, &header(&key), &p),
+                Err(VerifyError::Malformed),
+                "{name}"
+            );
         }
     }
 }
@@ -642,8 +743,13 @@ fn overlong_tokens_are_refused_before_parsing() {
     for alg in Algorithm::ALL {
         let key = key(alg);
         let ring = ring_of(&key);
-        let token_with_pad =
-            |n: usize| forge(&key, &header(&key), &with(payload(), "pad", json!("a".repeat(n))));
+        let token_with_pad = |n: usize| {
+            forge(
+                &key,
+                &header(&key),
+                &with(payload(), "pad", json!("a".repeat(n))),
+            )
+        };
         // Find the largest padded token that still fits.
         let mut n = 5000;
         while token_with_pad(n + 1).len() <= MAX_TOKEN_LEN {
@@ -654,9 +760,16 @@ fn overlong_tokens_are_refused_before_parsing() {
         assert!(ring.verify(&fits, &validation()).is_ok());
         let too_long = token_with_pad(n + 1);
         assert!(too_long.len() > MAX_TOKEN_LEN);
-        assert_eq!(ring.verify(&too_long, &validation()), Err(VerifyError::TooLong));
+        assert_eq!(
+            ring.verify(&too_long, &validation()),
+            Err(VerifyError::TooLong)
+        );
 
-        for junk in ["a".repeat(MAX_TOKEN_LEN + 1), ".".repeat(100_000), "é".repeat(5000)] {
+        for junk in [
+            "a".repeat(MAX_TOKEN_LEN + 1),
+            ".".repeat(100_000),
+            "é".repeat(5000),
+        ] {
             assert_eq!(ring.verify(&junk, &validation()), Err(VerifyError::TooLong));
         }
 
@@ -718,21 +831,38 @@ fn garbage_is_malformed() {
         // A JSON array header with the right values in field order must not pass either.
         let array_header = json!([alg.as_str(), "at+jwt", key.kid()]);
         let token = forge(&key, &array_header, &payload());
-        assert_eq!(ring.verify(&token, &validation()), Err(VerifyError::Malformed));
+        assert_eq!(
+            ring.verify(&token, &validation()),
+            Err(VerifyError::Malformed)
+        );
         // Payloads that are signed but are not a JSON object of claims.
         for body in ["[]", "null", "\"claims\"", "{\"iss\":", "", "{} trailing"] {
             let token = forge_raw(&key, &header(&key).to_string(), body);
-            assert_eq!(ring.verify(&token, &validation()), Err(VerifyError::Malformed), "{body}");
+            assert_eq!(
+                ring.verify(&token, &validation()),
+                Err(VerifyError::Malformed),
+                "{body}"
+            );
         }
-        let positional = serde_json::to_value(claims())
-            .expect("json")
-            .as_object()
-            .expect("object")
-            .values()
-            .cloned()
-            .collect::<Vec<_>>();
+        // Claims as an array in the order of the fields of the claims struct.
+        let c = claims();
+        let positional = vec![
+            json!(c.iss),
+            json!(c.sub),
+            json!(c.aud),
+            json!(c.exp),
+            json!(c.iat),
+            json!(c.nbf),
+            json!(c.jti),
+            json!(c.client_id),
+            json!(c.scope),
+            json!(c.sid),
+        ];
         let token = forge(&key, &header(&key), &Value::Array(positional));
-        assert_eq!(ring.verify(&token, &validation()), Err(VerifyError::Malformed));
+        assert_eq!(
+            ring.verify(&token, &validation()),
+            Err(VerifyError::Malformed)
+        );
     }
 }
 
@@ -750,9 +880,20 @@ fn non_canonical_base64_trailing_bits_are_refused() {
         const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let idx = ALPHABET.find(last).expect("alphabet");
         let sneaky = ALPHABET.chars().nth(idx | 1).expect("char");
-        assert_ne!(sneaky, last, "generated signatures end with zero trailing bits");
-        let mangled = format!("{}.{}.{}{sneaky}", parts[0], parts[1], &sig[..sig.len() - 1]);
-        assert_eq!(ring.verify(&mangled, &validation()), Err(VerifyError::Malformed));
+        assert_ne!(
+            sneaky, last,
+            "generated signatures end with zero trailing bits"
+        );
+        let mangled = format!(
+            "{}.{}.{}{sneaky}",
+            parts[0],
+            parts[1],
+            &sig[..sig.len() - 1]
+        );
+        assert_eq!(
+            ring.verify(&mangled, &validation()),
+            Err(VerifyError::Malformed)
+        );
     }
 }
 

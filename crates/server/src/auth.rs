@@ -1,0 +1,56 @@
+//! Who is calling: a Bearer access token issued by this server whose session is still live.
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use latchkey_core::{Session, SessionId};
+use latchkey_tokens::{AccessTokenClaims, Validation};
+
+/// Latchkey's own endpoints allow at most this much clock skew (API.md).
+pub const OWN_LEEWAY_SECS: u64 = 1;
+
+/// An authenticated caller: verified claims plus the live session they name.
+pub struct BearerSession {
+    pub claims: AccessTokenClaims,
+    pub session: Session,
+}
+
+/// The token of an `Authorization: Bearer` header, if that is the scheme used.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Verifies an access token strictly (any audience) and checks that its session is live.
+pub async fn verify_access_token(state: &AppState, token: &str) -> Result<BearerSession, ApiError> {
+    let now = state.clock.now();
+    let validation = Validation {
+        issuer: state.issuer.clone(),
+        audience: None,
+        leeway_secs: OWN_LEEWAY_SECS,
+        now: now.unix_timestamp(),
+    };
+    let claims = state
+        .keyring()
+        .verify(token, &validation)
+        .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
+    let sid = SessionId::parse(&claims.sid).ok_or(ApiError::Unauthorized("the access token is invalid"))?;
+    let session = state.store.session(sid).await?;
+    match session {
+        Some(session) if session.is_live(now) && session.user_id.to_string() == claims.sub => {
+            Ok(BearerSession { claims, session })
+        }
+        _ => Err(ApiError::Unauthorized("the session of this access token has ended")),
+    }
+}
+
+impl FromRequestParts<AppState> for BearerSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(parts).ok_or(ApiError::Unauthorized("authentication is required"))?;
+        verify_access_token(state, token).await
+    }
+}

@@ -1,0 +1,664 @@
+//! Configuration: TOML file + `LATCHKEY_*` environment overrides, validated at start.
+//!
+//! Every key and default is listed in docs/configuration.md. Errors name the key (and the
+//! file or variable that set it); environment variables that name no key are warnings.
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use latchkey_tokens::Algorithm;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_FILE: &str = "latchkey.toml";
+pub const ENV_PREFIX: &str = "LATCHKEY_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Absent: `http://<listen>`.
+    pub issuer: Option<String>,
+    pub database: String,
+    pub redis: Option<String>,
+    pub redis_prefix: String,
+    pub admin_token: Option<Redacted>,
+    pub feed_token: Option<Redacted>,
+    pub signup: bool,
+    /// Absent: the issuer's origin.
+    pub allowed_origins: Option<Vec<String>>,
+    pub access_token: AccessTokenConfig,
+    pub refresh: RefreshConfig,
+    pub session: SessionConfig,
+    pub password: PasswordConfig,
+    pub rate_limit: RateLimitConfig,
+    pub clients: Vec<ClientConfig>,
+    pub bff: BffConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            database: "sqlite://latchkey.db".into(),
+            redis: None,
+            redis_prefix: "latchkey:".into(),
+            admin_token: None,
+            feed_token: None,
+            signup: true,
+            allowed_origins: None,
+            access_token: AccessTokenConfig::default(),
+            refresh: RefreshConfig::default(),
+            session: SessionConfig::default(),
+            password: PasswordConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            clients: Vec::new(),
+            bff: BffConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessTokenConfig {
+    pub ttl: Ttl,
+    pub algorithm: Algorithm,
+}
+
+impl Default for AccessTokenConfig {
+    fn default() -> Self {
+        Self { ttl: Ttl::mins(15), algorithm: Algorithm::EdDSA }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    pub ttl: Ttl,
+    pub reuse_interval: Ttl,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        Self { ttl: Ttl::days(7), reuse_interval: Ttl(Duration::ZERO) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub idle_timeout: Ttl,
+    pub absolute_timeout: Ttl,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { idle_timeout: Ttl::hours(24), absolute_timeout: Ttl::days(7) }
+    }
+}
+
+/// Password policy and Argon2id cost (OWASP minimums by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            max_length: 4096,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub login_per_account: Rate,
+    pub login_per_ip: Rate,
+    pub token_per_ip: Rate,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            login_per_account: Rate::per_minute(10),
+            login_per_ip: Rate::per_minute(30),
+            token_per_ip: Rate::per_minute(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    Public,
+    Confidential,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    pub kind: ClientKind,
+    #[serde(default)]
+    pub secret: Option<Redacted>,
+    pub audience: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BffConfig {
+    pub routes: Vec<BffRoute>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BffRoute {
+    pub prefix: String,
+    pub upstream: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `latchkey=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret config value: never printed by `Debug` or when the config is shown.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Redacted(pub String);
+
+impl Redacted {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Redacted {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// A duration written as `15m`, `7d`, `0s`, `1h 30m` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Duration);
+
+impl Ttl {
+    const fn mins(m: u64) -> Self {
+        Self(Duration::from_secs(m * 60))
+    }
+    const fn hours(h: u64) -> Self {
+        Self(Duration::from_secs(h * 3600))
+    }
+    const fn days(d: u64) -> Self {
+        Self(Duration::from_secs(d * 86_400))
+    }
+
+    pub fn as_time(self) -> time::Duration {
+        time::Duration::try_from(self.0).unwrap_or(time::Duration::MAX)
+    }
+}
+
+impl Serialize for Ttl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ttl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(Ttl)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"15m\", \"7d\" or \"0s\": {e}")))
+    }
+}
+
+/// A rate written as `10/min`, `5/s`, `1000/hour`, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// `None` = unlimited.
+    pub per: Option<(u32, Duration)>,
+}
+
+impl Rate {
+    const fn per_minute(n: u32) -> Self {
+        Self { per: Some((n, Duration::from_secs(60))) }
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.per {
+            None => s.serialize_str("off"),
+            Some((n, period)) => {
+                let unit = match period.as_secs() {
+                    1 => "s",
+                    60 => "min",
+                    _ => "hour",
+                };
+                s.serialize_str(&format!("{n}/{unit}"))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_rate(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a rate like \"10/min\", \"5/s\", \"100/hour\" or \"off\""
+            ))
+        })
+    }
+}
+
+fn parse_rate(text: &str) -> Option<Rate> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Some(Rate { per: None });
+    }
+    let (n, unit) = text.split_once('/')?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let period = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some(Rate { per: Some((n, period)) })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+/// Every key a file or variable may set; tables also accept inline TOML as a whole.
+const KNOWN_KEYS: &[&str] = &[
+    "listen", "issuer", "database", "redis", "redis_prefix", "admin_token", "feed_token", "signup",
+    "allowed_origins", "clients", "bff", "bff.routes",
+    "access_token", "access_token.ttl", "access_token.algorithm",
+    "refresh", "refresh.ttl", "refresh.reuse_interval",
+    "session", "session.idle_timeout", "session.absolute_timeout",
+    "password", "password.min_length", "password.max_length", "password.argon2_memory_kib",
+    "password.argon2_iterations", "password.argon2_parallelism",
+    "rate_limit", "rate_limit.login_per_account", "rate_limit.login_per_ip", "rate_limit.token_per_ip",
+    "log", "log.format", "log.level",
+];
+
+/// Maps `LATCHKEY_REFRESH__REUSE_INTERVAL` to `refresh.reuse_interval`.
+fn env_key(var: &str) -> Option<String> {
+    var.strip_prefix(ENV_PREFIX).map(|rest| rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// A loaded, validated configuration plus the warnings met while loading it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+    pub figment: Figment,
+}
+
+impl Config {
+    /// Loads `path` (or `latchkey.toml` if present), then `LATCHKEY_*` variables from `env`.
+    /// `path` given but missing is an error; the default file missing is not.
+    pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) if !p.exists() => return Err(ConfigError::MissingFile(p.to_path_buf())),
+            Some(p) => figment = figment.merge(Toml::file_exact(p)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        let known: HashSet<&str> = KNOWN_KEYS.iter().copied().collect();
+        let mut warnings = Vec::new();
+        let mut recognised = Vec::new();
+        for (var, _) in env {
+            if let Some(key) = env_key(&var) {
+                if known.contains(key.as_str()) {
+                    recognised.push(var);
+                } else {
+                    warnings.push(format!("environment variable {var} names no configuration key; ignored"));
+                }
+            }
+        }
+        let env_provider = Env::prefixed(ENV_PREFIX)
+            .split("__")
+            .filter_map(move |k| {
+                let full = format!("{ENV_PREFIX}{}", k.as_str());
+                recognised
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&full))
+                    .then(|| k.as_str().to_ascii_lowercase().into())
+            });
+        figment = figment.merge(env_provider);
+        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(Loaded { config, warnings, figment })
+    }
+
+    pub fn issuer(&self) -> String {
+        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    /// `scheme://host[:port]` of the issuer.
+    pub fn issuer_origin(&self) -> String {
+        origin_of(&self.issuer()).unwrap_or_default()
+    }
+
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.allowed_origins.clone().unwrap_or_else(|| vec![self.issuer_origin()])
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let issuer = self.issuer();
+        if origin_of(&issuer).is_none() || issuer.ends_with('/') || issuer.contains(['?', '#']) {
+            return Err(invalid(
+                "issuer",
+                format!("{issuer:?} must be an http:// or https:// URL without a trailing slash, query or fragment"),
+            ));
+        }
+        if !(self.database.starts_with("sqlite:") || self.database.starts_with("memory:")) {
+            return Err(invalid(
+                "database",
+                "only sqlite://PATH is supported by this build (PostgreSQL is planned)",
+            ));
+        }
+        if self.redis.is_some() {
+            return Err(invalid("redis", "the Redis store is not available in this build yet"));
+        }
+        for (key, ttl) in [
+            ("access_token.ttl", self.access_token.ttl),
+            ("refresh.ttl", self.refresh.ttl),
+            ("session.idle_timeout", self.session.idle_timeout),
+            ("session.absolute_timeout", self.session.absolute_timeout),
+        ] {
+            if ttl.0.is_zero() {
+                return Err(invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.refresh.reuse_interval.0 >= self.refresh.ttl.0 {
+            return Err(invalid("refresh.reuse_interval", "must be shorter than refresh.ttl"));
+        }
+        if self.refresh.reuse_interval.0 > Duration::from_secs(300) {
+            return Err(invalid("refresh.reuse_interval", "must be at most 5m: a long grace window weakens reuse detection"));
+        }
+        if let Some(t) = &self.admin_token
+            && t.expose().len() < 16
+        {
+            return Err(invalid("admin_token", "must be at least 16 characters"));
+        }
+        let p = &self.password;
+        if p.min_length == 0 || p.min_length > p.max_length || p.max_length < 1024 {
+            return Err(invalid(
+                "password",
+                "need 0 < min_length <= max_length, and max_length >= 1024",
+            ));
+        }
+        if argon2::Params::new(p.argon2_memory_kib, p.argon2_iterations, p.argon2_parallelism, None).is_err() {
+            return Err(invalid("password.argon2_memory_kib", "Argon2 parameters out of range"));
+        }
+        for origin in self.allowed_origins() {
+            if origin_of(&origin).as_deref() != Some(origin.as_str()) {
+                return Err(invalid(
+                    "allowed_origins",
+                    format!("{origin:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"),
+                ));
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let key = |field: &str| format!("clients[{i}].{field}");
+            if c.id.is_empty() || c.id.len() > 128 || !c.id.chars().all(|ch| ch.is_ascii_graphic()) {
+                return Err(invalid(key("id"), "must be 1-128 visible ASCII characters"));
+            }
+            if !ids.insert(c.id.as_str()) {
+                return Err(invalid(key("id"), format!("duplicate client id {:?}", c.id)));
+            }
+            match (c.kind, &c.secret) {
+                (ClientKind::Confidential, None) => {
+                    return Err(invalid(key("secret"), "a confidential client needs a secret"));
+                }
+                (ClientKind::Confidential, Some(s)) if s.expose().len() < 16 => {
+                    return Err(invalid(key("secret"), "must be at least 16 characters"));
+                }
+                (ClientKind::Public, Some(_)) => {
+                    return Err(invalid(key("secret"), "a public client has no secret; use kind = \"confidential\""));
+                }
+                _ => {}
+            }
+            if c.audience.is_empty() {
+                return Err(invalid(key("audience"), "must not be empty"));
+            }
+            for scope in &c.scopes {
+                if !is_scope_token(scope) {
+                    return Err(invalid(key("scopes"), format!("{scope:?} is not a valid scope token")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The effective configuration as indented JSON, secrets shown as `<redacted>`.
+pub fn to_pretty_json(config: &Config) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(config)
+}
+
+/// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// `scheme://host[:port]` of an http(s) URL, or None.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("latchkey.toml");
+        std::fs::write(&path, toml).expect("write");
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let result = {
+            let _guard = EnvGuard::set(&env);
+            Config::load_with_env(Some(&path), env.clone())
+        };
+        drop(dir);
+        result
+    }
+
+    /// Sets process variables for the duration of one load (tests in this module run serially
+    /// through a mutex).
+    struct EnvGuard(Vec<String>, std::sync::MutexGuard<'static, ()>);
+    static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    impl EnvGuard {
+        fn set(vars: &[(String, String)]) -> Self {
+            let lock = ENV_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, v) in vars {
+                // SAFETY: serialised by ENV_LOCK; no other test thread reads these variables.
+                unsafe { std::env::set_var(k, v) };
+            }
+            Self(vars.iter().map(|(k, _)| k.clone()).collect(), lock)
+        }
+    }
+    impl Drop for EnvGuard {
+        fn drop(&mut self) {
+            for k in &self.0 {
+                // SAFETY: as above.
+                unsafe { std::env::remove_var(k) };
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = load("", &[]).expect("loads").config;
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.issuer(), "http://127.0.0.1:8080");
+        assert_eq!(c.database, "sqlite://latchkey.db");
+        assert_eq!(c.access_token.ttl.0, Duration::from_secs(900));
+        assert_eq!(c.access_token.algorithm, Algorithm::EdDSA);
+        assert_eq!(c.refresh.ttl.0, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.refresh.reuse_interval.0, Duration::ZERO);
+        assert_eq!(c.session.idle_timeout.0, Duration::from_secs(86_400));
+        assert_eq!(c.rate_limit.login_per_account, Rate::per_minute(10));
+        assert!(c.signup);
+        assert_eq!(c.allowed_origins(), vec!["http://127.0.0.1:8080"]);
+        assert_eq!(c.password.argon2_memory_kib, 19_456);
+    }
+
+    #[test]
+    fn file_values_and_env_overrides() {
+        let loaded = load(
+            r#"
+            issuer = "https://auth.example.com"
+            [refresh]
+            reuse_interval = "10s"
+            [[clients]]
+            id = "spa"
+            kind = "public"
+            audience = "api"
+            scopes = ["read", "write"]
+            "#,
+            &[
+                ("LATCHKEY_REFRESH__REUSE_INTERVAL", "30s"),
+                ("LATCHKEY_ALLOWED_ORIGINS", r#"["http://a.example", "http://b.example"]"#),
+                ("LATCHKEY_SIGNUP", "false"),
+                ("LATCHKEY_NO_SUCH_KEY", "1"),
+            ],
+        )
+        .expect("loads");
+        let c = loaded.config;
+        assert_eq!(c.refresh.reuse_interval.0, Duration::from_secs(30));
+        assert_eq!(c.allowed_origins(), vec!["http://a.example", "http://b.example"]);
+        assert!(!c.signup);
+        assert_eq!(c.clients[0].scopes, vec!["read", "write"]);
+        assert_eq!(loaded.warnings.len(), 1);
+        assert!(loaded.warnings[0].contains("LATCHKEY_NO_SUCH_KEY"), "{:?}", loaded.warnings);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = load("listen = \"127.0.0.1:1\"\nlisten_port = 9", &[]).expect_err("unknown key").to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = load("[refresh]\nttl = \"seven days\"", &[]).expect_err("bad duration").to_string();
+        assert!(err.contains("ttl"), "{err}");
+        let err = load("[rate_limit]\nlogin_per_ip = \"lots\"", &[]).expect_err("bad rate").to_string();
+        assert!(err.contains("login_per_ip"), "{err}");
+        let err = load("[access_token]\nalgorithm = \"HS256\"", &[]).expect_err("bad alg").to_string();
+        assert!(err.contains("algorithm"), "{err}");
+        let err = load("", &[("LATCHKEY_ACCESS_TOKEN__TTL", "soon")]).expect_err("bad env").to_string();
+        assert!(err.contains("ttl") && err.contains("LATCHKEY_ACCESS_TOKEN__TTL"), "{err}");
+        let err = load("issuer = \"ftp://x\"", &[]).expect_err("bad issuer").to_string();
+        assert!(err.contains("issuer"), "{err}");
+        let err = load("[[clients]]\nid = \"c\"\nkind = \"confidential\"\naudience = \"api\"", &[])
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("clients[0].secret"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_serialised_config() {
+        let c = load(
+            "admin_token = \"super-secret-admin-token\"\n[[clients]]\nid = \"c\"\nkind = \"confidential\"\nsecret = \"client-secret-0123456789\"\naudience = \"api\"",
+            &[],
+        )
+        .expect("loads")
+        .config;
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serialises"));
+        assert!(!shown.contains("super-secret-admin-token"));
+        assert!(!shown.contains("client-secret-0123456789"));
+        assert_eq!(c.admin_token.as_ref().map(Redacted::expose), Some("super-secret-admin-token"));
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("5/s"), Some(Rate { per: Some((5, Duration::from_secs(1))) }));
+        assert_eq!(parse_rate("off"), Some(Rate { per: None }));
+        assert_eq!(parse_rate("0/min"), None);
+        assert_eq!(parse_rate("5/fortnight"), None);
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(origin_of("https://Auth.Example.com/x?y").as_deref(), Some("https://auth.example.com"));
+        assert_eq!(origin_of("http://127.0.0.1:8080").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(origin_of("javascript://x"), None);
+        assert_eq!(origin_of("http://u@h"), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Sign-up and "who am I".
+use crate::auth::BearerSession;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::JsonBody;
+use crate::net::ClientInfo;
+use crate::state::AppState;
+use crate::rfc3339;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use latchkey_core::{User, UserId, Username};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignUp {
+    username: String,
+    password: String,
+}
+
+pub async fn sign_up(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    JsonBody(body): JsonBody<SignUp>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !state.config.signup {
+        return Err(ApiError::Forbidden("sign-up is disabled on this server".into()));
+    }
+    // Each sign-up costs an Argon2 hash: throttle it like a login.
+    state.throttles.login_per_ip.check(&client.ip)?;
+    let username = Username::parse(&body.username).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let password = state
+        .passwords
+        .normalize_new(&body.password)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    if state.store.user_by_username(username.as_str()).await?.is_some() {
+        return Err(ApiError::Conflict("username is taken"));
+    }
+    let user = User {
+        id: UserId::new(),
+        username: username.as_str().to_string(),
+        password_hash: state.passwords.hash(password).await?,
+        created_at: state.clock.now(),
+        banned_at: None,
+    };
+    state.store.create_user(&user).await.map_err(|e| match e {
+        latchkey_store::StoreError::Conflict(_) => ApiError::Conflict("username is taken"),
+        other => other.into(),
+    })?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": user.id.to_string(), "username": user.username, "created_at": rfc3339(user.created_at)})),
+    ))
+}
+
+pub async fn me(State(state): State<AppState>, caller: BearerSession) -> ApiResult<Json<Value>> {
+    let user = state
+        .store
+        .user_by_id(caller.session.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
+    Ok(Json(json!({
+        "id": user.id.to_string(),
+        "username": user.username,
+        "session_id": caller.session.id.to_string(),
+    })))
+}

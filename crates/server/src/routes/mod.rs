@@ -1,0 +1,5 @@
+//! HTTP handlers, one module per part of the API (../shared/API.md).
+pub mod accounts;
+pub mod discovery;
+pub mod health;
+pub mod oauth;

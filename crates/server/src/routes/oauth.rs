@@ -1,0 +1,267 @@
+//! The OAuth 2.0 endpoints: token (password and refresh_token grants, with Refresh Token
+//! Rotation and reuse detection) and revocation (RFC 7009).
+use crate::auth::OWN_LEEWAY_SECS;
+use crate::clients::{self, Presented};
+use crate::config::ClientConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::OAuthBody;
+use crate::net::ClientInfo;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::{
+    NewRefreshToken, Presentation, RevokeReason, Secret, Session, SessionId, SessionKind, Username,
+    judge_presentation, open_successor, seal_successor,
+};
+use latchkey_store::RotateOutcome;
+use latchkey_tokens::{AccessTokenClaims, Validation, new_jti};
+use serde::{Deserialize, Serialize};
+use time::Duration;
+
+/// Every parameter either grant may carry; RFC 6749 says unknown ones are ignored.
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    grant_type: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+    scope: String,
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+fn no_store(body: TokenResponse) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: ClientInfo,
+    OAuthBody(req): OAuthBody<TokenRequest>,
+) -> ApiResult<Response> {
+    state.throttles.token_per_ip.check(&peer.ip)?;
+    let grant_type = req.grant_type.as_deref().ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
+    if grant_type != "password" && grant_type != "refresh_token" {
+        return Err(ApiError::UnsupportedGrantType);
+    }
+    let client = clients::authenticate(
+        &state,
+        Presented { headers: &headers, client_id: req.client_id.as_deref(), client_secret: req.client_secret.as_deref() },
+    )?;
+    match grant_type {
+        "password" => password_grant(&state, &client, &peer, req).await,
+        _ => refresh_grant(&state, &client, req).await,
+    }
+}
+
+async fn password_grant(state: &AppState, client: &ClientConfig, peer: &ClientInfo, req: TokenRequest) -> ApiResult<Response> {
+    let (Some(username), Some(password)) = (req.username.as_deref(), req.password.as_deref()) else {
+        return Err(ApiError::InvalidRequest("username and password are required".into()));
+    };
+    let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
+    state.throttles.login_per_ip.check(&peer.ip)?;
+    let normalized = Username::parse(username).ok();
+    // Throttle by the normalised name so look-alike spellings share one bucket.
+    let account_key = normalized.as_ref().map_or(username, |u| u.as_str());
+    state.throttles.login_per_account.check(account_key)?;
+
+    let user = match &normalized {
+        Some(name) => state.store.user_by_username(name.as_str()).await?,
+        None => None,
+    };
+    // Unknown users are verified against a dummy hash: same cost as a wrong password.
+    let ok = state.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+    let user = match user {
+        Some(user) if ok => user,
+        _ => {
+            tracing::info!(target: "latchkey::security", client_id = %client.id, ip = %peer.ip, "login failed");
+            return Err(ApiError::InvalidGrant("the username or password is incorrect".into()));
+        }
+    };
+    if user.is_banned() {
+        tracing::info!(target: "latchkey::security", user_id = %user.id, "login refused: account banned");
+        return Err(ApiError::InvalidGrant("this account is banned".into()));
+    }
+
+    let now = state.clock.now();
+    let session = Session {
+        id: SessionId::new(),
+        user_id: user.id,
+        kind: SessionKind::Token,
+        client_id: Some(client.id.clone()),
+        scope: Some(scope.clone()),
+        secret_hash: None,
+        csrf_hash: None,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + state.policy.refresh_ttl,
+        revoked_at: None,
+        revoke_reason: None,
+        user_agent: peer.user_agent.clone(),
+        ip: Some(peer.ip.clone()),
+    };
+    let refresh = Secret::generate();
+    let first = NewRefreshToken { hash: refresh.hash(), session_id: session.id, client_id: client.id.clone(), issued_at: now };
+    state.store.create_session(&session, Some(&first)).await?;
+    tracing::info!(user_id = %user.id, sid = %session.id, client_id = %client.id, "login");
+    issue(state, client, &session, scope, &refresh)
+}
+
+async fn refresh_grant(state: &AppState, client: &ClientConfig, req: TokenRequest) -> ApiResult<Response> {
+    let presented_text = req.refresh_token.as_deref().ok_or_else(|| ApiError::InvalidRequest("refresh_token is required".into()))?;
+    let invalid = || ApiError::InvalidGrant("the refresh token is invalid".into());
+    let presented = Secret::parse(presented_text).ok_or_else(invalid)?;
+    let presented_hash = presented.hash();
+
+    // Two passes at most: a lost race re-reads the token, which is then consumed.
+    for _ in 0..2 {
+        let (token, session) = state.store.refresh_token(&presented_hash).await?.ok_or_else(invalid)?;
+        let now = state.clock.now();
+        let family_scope = session.scope.clone().unwrap_or_default();
+        let allowed: Vec<String> = family_scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        match judge_presentation(&token, &session, &client.id, now, &state.policy) {
+            Presentation::Refuse(reason) => return Err(ApiError::InvalidGrant(reason.description().into())),
+            Presentation::Rotate => {
+                // A refresh may narrow the scope of the new access token, never widen it.
+                let scope = clients::grant_scope(&allowed, req.scope.as_deref())?;
+                state.throttles.refresh_per_session.check(&session.id.to_string())?;
+                let successor = Secret::generate();
+                let sealed = (state.policy.reuse_interval > Duration::ZERO).then(|| seal_successor(&presented, &successor));
+                let new = NewRefreshToken {
+                    hash: successor.hash(),
+                    session_id: session.id,
+                    client_id: client.id.clone(),
+                    issued_at: now,
+                };
+                match state.store.rotate_refresh_token(&presented_hash, &new, sealed.as_deref(), now).await? {
+                    RotateOutcome::Rotated => return issue(state, client, &session, scope, &successor),
+                    RotateOutcome::NotRotated => continue,
+                }
+            }
+            Presentation::Replay { sealed_successor } => {
+                let scope = clients::grant_scope(&allowed, req.scope.as_deref())?;
+                let successor = open_successor(&presented, &sealed_successor)
+                    .map_err(|_| ApiError::Internal("sealed successor did not open".into()))?;
+                tracing::info!(sid = %session.id, "refresh token repeated inside the grace window");
+                return issue(state, client, &session, scope, &successor);
+            }
+            Presentation::Reuse => {
+                // Durable before we answer; if the write fails the request fails (503) and
+                // the reused token is still refused.
+                state.store.revoke_session(session.id, RevokeReason::ReuseDetected, now).await?;
+                tracing::warn!(
+                    target: "latchkey::security",
+                    sid = %session.id, user_id = %session.user_id, client_id = %client.id,
+                    "refresh token reuse detected; session revoked"
+                );
+                return Err(ApiError::InvalidGrant(
+                    "refresh token reuse detected: this token was already used, so the session has been revoked".into(),
+                ));
+            }
+        }
+    }
+    // The token was consumed between our read and our write twice in a row: treat as reuse
+    // on the next presentation; this one simply fails.
+    Err(ApiError::InvalidGrant("the refresh token was already used".into()))
+}
+
+/// Signs an access token for the session and answers with the pair.
+fn issue(state: &AppState, client: &ClientConfig, session: &Session, scope: String, refresh: &Secret) -> ApiResult<Response> {
+    let now = state.clock.now();
+    let exp = state.policy.access_expiry(session, now);
+    let claims = AccessTokenClaims {
+        iss: state.issuer.clone(),
+        sub: session.user_id.to_string(),
+        aud: client.audience.clone(),
+        exp: exp.unix_timestamp(),
+        iat: now.unix_timestamp(),
+        nbf: now.unix_timestamp(),
+        jti: new_jti(),
+        client_id: client.id.clone(),
+        scope: scope.clone(),
+        sid: session.id.to_string(),
+    };
+    let access_token = state.keyring().sign(&claims).map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+    Ok(no_store(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: claims.exp - claims.iat,
+        refresh_token: refresh.to_text(),
+        scope,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeRequest {
+    token: Option<String>,
+    #[allow(dead_code)] // a hint only: both kinds are tried (RFC 7009 §2.1)
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7009: 200 for any well-formed request from an authenticated client, whether or not the
+/// token was known. Revoking either kind of token ends its whole session, unless it belongs to
+/// another client.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: ClientInfo,
+    OAuthBody(req): OAuthBody<RevokeRequest>,
+) -> ApiResult<Response> {
+    state.throttles.token_per_ip.check(&peer.ip)?;
+    let client = clients::authenticate(
+        &state,
+        Presented { headers: &headers, client_id: req.client_id.as_deref(), client_secret: req.client_secret.as_deref() },
+    )?;
+    let token = req.token.as_deref().ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
+    if let Some(sid) = session_of_token(&state, token, &client).await? {
+        if state.store.revoke_session(sid, RevokeReason::Logout, state.clock.now()).await? {
+            tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");
+        }
+    }
+    let mut response = ().into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The session a refresh or access token belongs to, if it was issued to `client`.
+async fn session_of_token(state: &AppState, token: &str, client: &ClientConfig) -> ApiResult<Option<SessionId>> {
+    if let Some(secret) = Secret::parse(token) {
+        return Ok(state
+            .store
+            .refresh_token(&secret.hash())
+            .await?
+            .filter(|(t, _)| t.client_id == client.id)
+            .map(|(t, _)| t.session_id));
+    }
+    let validation = Validation {
+        issuer: state.issuer.clone(),
+        audience: None,
+        leeway_secs: OWN_LEEWAY_SECS,
+        now: state.clock.now().unix_timestamp(),
+    };
+    Ok(state
+        .keyring()
+        .verify(token, &validation)
+        .ok()
+        .filter(|claims| claims.client_id == client.id)
+        .and_then(|claims| SessionId::parse(&claims.sid)))
+}

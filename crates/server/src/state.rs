@@ -1,0 +1,77 @@
+//! Shared application state: config, store, clock, keys, password hasher, throttles.
+use crate::config::{ClientConfig, Config};
+use crate::keys;
+use crate::password::Passwords;
+use crate::ratelimit::Throttles;
+use latchkey_core::{Clock, TokenPolicy};
+use latchkey_store::{Store, StoreError};
+use latchkey_tokens::{KeyRing, TokenError};
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub issuer: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub policy: TokenPolicy,
+    pub passwords: Passwords,
+    pub throttles: Throttles,
+    pub clients: HashMap<String, ClientConfig>,
+    keyring: RwLock<Arc<KeyRing>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] TokenError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppState {
+    /// Builds the state, loading the signing keys from the store (generating the first one).
+    pub async fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let keyring = keys::load_or_create(store.as_ref(), config.access_token.algorithm, clock.now()).await?;
+        let passwords = Passwords::new(&config.password).map_err(|e| StartError::Other(e.to_string()))?;
+        let policy = TokenPolicy {
+            access_ttl: config.access_token.ttl.as_time(),
+            refresh_ttl: config.refresh.ttl.as_time(),
+            reuse_interval: config.refresh.reuse_interval.as_time(),
+        };
+        let clients = config.clients.iter().map(|c| (c.id.clone(), c.clone())).collect();
+        Ok(Self(Arc::new(Inner {
+            issuer: config.issuer(),
+            throttles: Throttles::new(&config.rate_limit),
+            config,
+            store,
+            clock,
+            policy,
+            passwords,
+            clients,
+            keyring: RwLock::new(Arc::new(keyring)),
+        })))
+    }
+
+    /// The current key ring (cheap: an `Arc` clone).
+    pub fn keyring(&self) -> Arc<KeyRing> {
+        self.keyring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_keyring(&self, ring: KeyRing) {
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
