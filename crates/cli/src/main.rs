@@ -71,15 +71,19 @@ fn load_config(args: &ConfigArg) -> Result<Config> {
 fn run_config_check(args: ConfigArg) -> Result<()> {
     let config = load_config(&args)?;
     println!("configuration is valid");
-    let shown = latchkey_server::config::to_pretty_json(&config).context("printing the configuration")?;
+    let shown =
+        latchkey_server::config::to_pretty_json(&config).context("printing the configuration")?;
     println!("{shown}");
     Ok(())
 }
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -93,7 +97,12 @@ fn run_serve(args: ConfigArg) -> Result<()> {
     runtime.block_on(async move {
         let store = latchkey_store::connect(&config.database)
             .await
-            .with_context(|| format!("opening the store `database` = {:?}", latchkey_store::redact_url(&config.database)))?;
+            .with_context(|| {
+                format!(
+                    "opening the store `database` = {:?}",
+                    latchkey_store::redact_url(&config.database)
+                )
+            })?;
         if config.clients.is_empty() {
             tracing::warn!("no [[clients]] configured: /oauth/token will refuse every request");
         }

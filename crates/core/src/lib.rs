@@ -15,5 +15,5 @@ pub use model::{
     NewRefreshToken, RefreshToken, RevokeReason, Session, SessionId, SessionKind, User, UserId,
 };
 pub use policy::{Presentation, RefusalReason, TokenPolicy, judge_presentation};
-pub use secret::{Secret, SecretHash, SealError, open_successor, seal_successor};
+pub use secret::{SealError, Secret, SecretHash, open_successor, seal_successor};
 pub use username::{Username, UsernameError};

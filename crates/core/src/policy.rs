@@ -57,7 +57,9 @@ pub enum Presentation {
     Rotate,
     /// A repeat of the immediate predecessor inside the grace window: hand out the same
     /// successor again (sealed under the predecessor).
-    Replay { sealed_successor: Vec<u8> },
+    Replay {
+        sealed_successor: Vec<u8>,
+    },
     /// A consumed token presented again: it leaked. Revoke the whole family.
     Reuse,
     Refuse(RefusalReason),
@@ -87,7 +89,9 @@ pub fn judge_presentation(
         && now - consumed_at <= policy.reuse_interval
         && !token.successor_consumed;
     match (&token.sealed_successor, within_grace) {
-        (Some(sealed), true) => Presentation::Replay { sealed_successor: sealed.clone() },
+        (Some(sealed), true) => Presentation::Replay {
+            sealed_successor: sealed.clone(),
+        },
         _ => Presentation::Reuse,
     }
 }
@@ -134,13 +138,19 @@ mod tests {
     }
 
     fn grace(secs: i64) -> TokenPolicy {
-        TokenPolicy { reuse_interval: Duration::seconds(secs), ..TokenPolicy::default() }
+        TokenPolicy {
+            reuse_interval: Duration::seconds(secs),
+            ..TokenPolicy::default()
+        }
     }
 
     #[test]
     fn fresh_token_rotates() {
         let s = session();
-        assert_eq!(judge_presentation(&token(&s), &s, "spa", at(10), &grace(0)), Presentation::Rotate);
+        assert_eq!(
+            judge_presentation(&token(&s), &s, "spa", at(10), &grace(0)),
+            Presentation::Rotate
+        );
     }
 
     #[test]
@@ -175,7 +185,10 @@ mod tests {
         let mut t = token(&s);
         t.consumed_at = Some(at(10));
         t.sealed_successor = Some(vec![1, 2, 3]);
-        assert_eq!(judge_presentation(&t, &s, "spa", at(10), &grace(0)), Presentation::Reuse);
+        assert_eq!(
+            judge_presentation(&t, &s, "spa", at(10), &grace(0)),
+            Presentation::Reuse
+        );
     }
 
     #[test]
@@ -186,14 +199,25 @@ mod tests {
         t.sealed_successor = Some(vec![7]);
         assert_eq!(
             judge_presentation(&t, &s, "spa", at(15), &grace(5)),
-            Presentation::Replay { sealed_successor: vec![7] }
+            Presentation::Replay {
+                sealed_successor: vec![7]
+            }
         );
-        assert_eq!(judge_presentation(&t, &s, "spa", at(16), &grace(5)), Presentation::Reuse);
+        assert_eq!(
+            judge_presentation(&t, &s, "spa", at(16), &grace(5)),
+            Presentation::Reuse
+        );
         t.successor_consumed = true;
-        assert_eq!(judge_presentation(&t, &s, "spa", at(11), &grace(5)), Presentation::Reuse);
+        assert_eq!(
+            judge_presentation(&t, &s, "spa", at(11), &grace(5)),
+            Presentation::Reuse
+        );
         t.successor_consumed = false;
         t.sealed_successor = None;
-        assert_eq!(judge_presentation(&t, &s, "spa", at(11), &grace(5)), Presentation::Reuse);
+        assert_eq!(
+            judge_presentation(&t, &s, "spa", at(11), &grace(5)),
+            Presentation::Reuse
+        );
     }
 
     #[test]

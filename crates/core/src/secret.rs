@@ -73,7 +73,11 @@ impl SecretHash {
 impl fmt::Debug for SecretHash {
     // A prefix is enough to correlate log lines; the hash itself opens nothing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "SecretHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -150,7 +154,14 @@ mod tests {
 
     #[test]
     fn parse_refuses_malformed_text() {
-        for bad in ["", "abc", &"A".repeat(42), &"A".repeat(44), &"+".repeat(43), &"é".repeat(22)] {
+        for bad in [
+            "",
+            "abc",
+            &"A".repeat(42),
+            &"A".repeat(44),
+            &"+".repeat(43),
+            &"é".repeat(22),
+        ] {
             assert!(Secret::parse(bad).is_none(), "{bad:?} accepted");
         }
     }
@@ -181,9 +192,15 @@ mod tests {
         let pred = Secret::generate();
         let succ = Secret::generate();
         let sealed = seal_successor(&pred, &succ);
-        assert!(!sealed.windows(32).any(|w| w == succ.0), "plaintext visible in seal");
+        assert!(
+            !sealed.windows(32).any(|w| w == succ.0),
+            "plaintext visible in seal"
+        );
         assert!(open_successor(&pred, &sealed).expect("opens").ct_eq(&succ));
-        assert_eq!(open_successor(&Secret::generate(), &sealed).err(), Some(SealError));
+        assert_eq!(
+            open_successor(&Secret::generate(), &sealed).err(),
+            Some(SealError)
+        );
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert_eq!(open_successor(&pred, &tampered).err(), Some(SealError));

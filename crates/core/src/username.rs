@@ -15,7 +15,9 @@ pub enum UsernameError {
     Empty,
     #[error("username must be at most {MAX_USERNAME_CHARS} characters")]
     TooLong,
-    #[error("username contains characters that are not allowed (letters, digits and symbols, no spaces or control characters)")]
+    #[error(
+        "username contains characters that are not allowed (letters, digits and symbols, no spaces or control characters)"
+    )]
     Disallowed,
 }
 
@@ -29,7 +31,8 @@ impl Username {
         if input.chars().count() > MAX_USERNAME_CHARS * 4 {
             return Err(UsernameError::TooLong);
         }
-        let normalized = UsernameCaseMapped::enforce(input).map_err(|_| UsernameError::Disallowed)?;
+        let normalized =
+            UsernameCaseMapped::enforce(input).map_err(|_| UsernameError::Disallowed)?;
         let normalized = normalized.into_owned();
         if normalized.is_empty() {
             return Err(UsernameError::Empty);
@@ -88,8 +91,14 @@ mod tests {
         assert_eq!(Username::parse("a b"), Err(UsernameError::Disallowed));
         assert_eq!(Username::parse("a\u{0}b"), Err(UsernameError::Disallowed));
         assert_eq!(Username::parse("a\nb"), Err(UsernameError::Disallowed));
-        assert_eq!(Username::parse(&"a".repeat(65)), Err(UsernameError::TooLong));
-        assert_eq!(Username::parse(&"a".repeat(10_000)), Err(UsernameError::TooLong));
+        assert_eq!(
+            Username::parse(&"a".repeat(65)),
+            Err(UsernameError::TooLong)
+        );
+        assert_eq!(
+            Username::parse(&"a".repeat(10_000)),
+            Err(UsernameError::TooLong)
+        );
         assert!(Username::parse(&"a".repeat(64)).is_ok());
     }
 }

@@ -36,13 +36,16 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Bearer
         .keyring()
         .verify(token, &validation)
         .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
-    let sid = SessionId::parse(&claims.sid).ok_or(ApiError::Unauthorized("the access token is invalid"))?;
+    let sid = SessionId::parse(&claims.sid)
+        .ok_or(ApiError::Unauthorized("the access token is invalid"))?;
     let session = state.store.session(sid).await?;
     match session {
         Some(session) if session.is_live(now) && session.user_id.to_string() == claims.sub => {
             Ok(BearerSession { claims, session })
         }
-        _ => Err(ApiError::Unauthorized("the session of this access token has ended")),
+        _ => Err(ApiError::Unauthorized(
+            "the session of this access token has ended",
+        )),
     }
 }
 
@@ -50,7 +53,8 @@ impl FromRequestParts<AppState> for BearerSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(parts).ok_or(ApiError::Unauthorized("authentication is required"))?;
+        let token =
+            bearer_token(parts).ok_or(ApiError::Unauthorized("authentication is required"))?;
         verify_access_token(state, token).await
     }
 }

@@ -20,53 +20,74 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
     let basic = basic_credentials(presented.headers)?;
     let (id, secret) = match (basic, presented.client_secret) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("use one client authentication method, not two".into()));
+            return Err(ApiError::InvalidRequest(
+                "use one client authentication method, not two".into(),
+            ));
         }
         (Some((id, secret)), None) => {
             if presented.client_id.is_some_and(|form_id| form_id != id) {
-                return Err(ApiError::InvalidRequest("client_id does not match the Authorization header".into()));
+                return Err(ApiError::InvalidRequest(
+                    "client_id does not match the Authorization header".into(),
+                ));
             }
             (id, Some(secret))
         }
         (None, secret) => match presented.client_id {
             Some(id) => (id.to_string(), secret.map(str::to_string)),
-            None => return Err(ApiError::InvalidClient("client authentication is required (client_id)".into())),
+            None => {
+                return Err(ApiError::InvalidClient(
+                    "client authentication is required (client_id)".into(),
+                ));
+            }
         },
     };
-    let client = state.clients.get(&id).ok_or_else(|| ApiError::InvalidClient("unknown client".into()))?;
+    let client = state
+        .clients
+        .get(&id)
+        .ok_or_else(|| ApiError::InvalidClient("unknown client".into()))?;
     match (client.kind, &client.secret, secret) {
         (ClientKind::Public, _, None) => Ok(client.clone()),
-        (ClientKind::Public, _, Some(_)) => Err(ApiError::InvalidClient("a public client has no secret".into())),
-        (ClientKind::Confidential, Some(expected), Some(given)) if secrets_equal(expected.expose(), &given) => {
+        (ClientKind::Public, _, Some(_)) => Err(ApiError::InvalidClient(
+            "a public client has no secret".into(),
+        )),
+        (ClientKind::Confidential, Some(expected), Some(given))
+            if secrets_equal(expected.expose(), &given) =>
+        {
             Ok(client.clone())
         }
         (ClientKind::Confidential, _, _) => {
             tracing::warn!(target: "latchkey::security", client_id = %client.id, "client authentication failed");
-            Err(ApiError::InvalidClient("client authentication failed".into()))
+            Err(ApiError::InvalidClient(
+                "client authentication failed".into(),
+            ))
         }
     }
 }
 
 /// Hashing first makes the comparison independent of both lengths.
 fn secrets_equal(expected: &str, given: &str) -> bool {
-    Sha256::digest(expected.as_bytes()).ct_eq(&Sha256::digest(given.as_bytes())).into()
+    Sha256::digest(expected.as_bytes())
+        .ct_eq(&Sha256::digest(given.as_bytes()))
+        .into()
 }
 
 /// `Authorization: Basic base64(urlencode(id):urlencode(secret))`, or None without Basic.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let bad = || ApiError::InvalidClient("malformed Basic credentials".into());
     let value = value.to_str().map_err(|_| bad())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else { return Ok(None) };
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Ok(None);
+    };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
     let decoded = STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
-    let unescape = |s: &str| {
-        form_urlencoded_decode(s).ok_or_else(bad)
-    };
+    let unescape = |s: &str| form_urlencoded_decode(s).ok_or_else(bad);
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
@@ -84,7 +105,9 @@ pub fn grant_scope(allowed: &[String], requested: Option<&str>) -> Result<String
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
         if !allowed.iter().any(|a| a == scope) {
-            return Err(ApiError::InvalidScope(format!("scope {scope:?} is not allowed for this client")));
+            return Err(ApiError::InvalidScope(format!(
+                "scope {scope:?} is not allowed for this client"
+            )));
         }
         if !granted.contains(&scope) {
             granted.push(scope);
@@ -103,8 +126,14 @@ mod tests {
         assert_eq!(grant_scope(&allowed, None).expect("ok"), "read write");
         assert_eq!(grant_scope(&allowed, Some("")).expect("ok"), "read write");
         assert_eq!(grant_scope(&allowed, Some("write")).expect("ok"), "write");
-        assert_eq!(grant_scope(&allowed, Some("write read write")).expect("ok"), "write read");
-        assert!(matches!(grant_scope(&allowed, Some("admin")), Err(ApiError::InvalidScope(_))));
+        assert_eq!(
+            grant_scope(&allowed, Some("write read write")).expect("ok"),
+            "write read"
+        );
+        assert!(matches!(
+            grant_scope(&allowed, Some("admin")),
+            Err(ApiError::InvalidScope(_))
+        ));
     }
 
     #[test]
@@ -120,7 +149,10 @@ mod tests {
         // "my%20client:p%40ss" -> ("my client", "p@ss")
         let v = format!("Basic {}", STANDARD.encode("my%20client:p%40ss"));
         h.insert(header::AUTHORIZATION, v.parse().expect("header"));
-        assert_eq!(basic_credentials(&h).expect("ok"), Some(("my client".into(), "p@ss".into())));
+        assert_eq!(
+            basic_credentials(&h).expect("ok"),
+            Some(("my client".into(), "p@ss".into()))
+        );
         h.insert(header::AUTHORIZATION, "Basic !!!".parse().expect("header"));
         assert!(basic_credentials(&h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header"));

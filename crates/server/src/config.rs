@@ -2,8 +2,8 @@
 //!
 //! Every key and default is listed in docs/configuration.md. Errors name the key (and the
 //! file or variable that set it); environment variables that name no key are warnings.
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use latchkey_tokens::Algorithm;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
@@ -72,7 +72,10 @@ pub struct AccessTokenConfig {
 
 impl Default for AccessTokenConfig {
     fn default() -> Self {
-        Self { ttl: Ttl::mins(15), algorithm: Algorithm::EdDSA }
+        Self {
+            ttl: Ttl::mins(15),
+            algorithm: Algorithm::EdDSA,
+        }
     }
 }
 
@@ -85,7 +88,10 @@ pub struct RefreshConfig {
 
 impl Default for RefreshConfig {
     fn default() -> Self {
-        Self { ttl: Ttl::days(7), reuse_interval: Ttl(Duration::ZERO) }
+        Self {
+            ttl: Ttl::days(7),
+            reuse_interval: Ttl(Duration::ZERO),
+        }
     }
 }
 
@@ -98,7 +104,10 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_timeout: Ttl::hours(24), absolute_timeout: Ttl::days(7) }
+        Self {
+            idle_timeout: Ttl::hours(24),
+            absolute_timeout: Ttl::days(7),
+        }
     }
 }
 
@@ -187,7 +196,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -252,7 +264,11 @@ impl<'de> Deserialize<'de> for Ttl {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(Ttl)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"15m\", \"7d\" or \"0s\": {e}")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration like \"15m\", \"7d\" or \"0s\": {e}"
+                ))
+            })
     }
 }
 
@@ -265,7 +281,9 @@ pub struct Rate {
 
 impl Rate {
     const fn per_minute(n: u32) -> Self {
-        Self { per: Some((n, Duration::from_secs(60))) }
+        Self {
+            per: Some((n, Duration::from_secs(60))),
+        }
     }
 }
 
@@ -309,12 +327,14 @@ fn parse_rate(text: &str) -> Option<Rate> {
         "h" | "hour" => Duration::from_secs(3600),
         _ => return None,
     };
-    Some(Rate { per: Some((n, period)) })
+    Some(Rate {
+        per: Some((n, period)),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration: {0}")]
+    #[error("{}", describe_figment_error(.0))]
     Parse(Box<figment::Error>),
     #[error("configuration key `{key}`: {message}")]
     Invalid { key: String, message: String },
@@ -322,26 +342,90 @@ pub enum ConfigError {
     MissingFile(PathBuf),
 }
 
+/// One line per problem, naming the key and where its value came from.
+fn describe_figment_error(error: &figment::Error) -> String {
+    error
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e
+                .path
+                .iter()
+                .map(|p| p.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(".");
+            let source = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (from environment variable {ENV_PREFIX}{})",
+                        key.to_ascii_uppercase().replace('.', "__")
+                    )
+                }
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    _ => String::new(),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("configuration{source}: {}", e.kind)
+            } else {
+                format!("configuration key `{key}`{source}: {}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Every key a file or variable may set; tables also accept inline TOML as a whole.
 const KNOWN_KEYS: &[&str] = &[
-    "listen", "issuer", "database", "redis", "redis_prefix", "admin_token", "feed_token", "signup",
-    "allowed_origins", "clients", "bff", "bff.routes",
-    "access_token", "access_token.ttl", "access_token.algorithm",
-    "refresh", "refresh.ttl", "refresh.reuse_interval",
-    "session", "session.idle_timeout", "session.absolute_timeout",
-    "password", "password.min_length", "password.max_length", "password.argon2_memory_kib",
-    "password.argon2_iterations", "password.argon2_parallelism",
-    "rate_limit", "rate_limit.login_per_account", "rate_limit.login_per_ip", "rate_limit.token_per_ip",
-    "log", "log.format", "log.level",
+    "listen",
+    "issuer",
+    "database",
+    "redis",
+    "redis_prefix",
+    "admin_token",
+    "feed_token",
+    "signup",
+    "allowed_origins",
+    "clients",
+    "bff",
+    "bff.routes",
+    "access_token",
+    "access_token.ttl",
+    "access_token.algorithm",
+    "refresh",
+    "refresh.ttl",
+    "refresh.reuse_interval",
+    "session",
+    "session.idle_timeout",
+    "session.absolute_timeout",
+    "password",
+    "password.min_length",
+    "password.max_length",
+    "password.argon2_memory_kib",
+    "password.argon2_iterations",
+    "password.argon2_parallelism",
+    "rate_limit",
+    "rate_limit.login_per_account",
+    "rate_limit.login_per_ip",
+    "rate_limit.token_per_ip",
+    "log",
+    "log.format",
+    "log.level",
 ];
 
 /// Maps `LATCHKEY_REFRESH__REUSE_INTERVAL` to `refresh.reuse_interval`.
 fn env_key(var: &str) -> Option<String> {
-    var.strip_prefix(ENV_PREFIX).map(|rest| rest.to_ascii_lowercase().replace("__", "."))
+    var.strip_prefix(ENV_PREFIX)
+        .map(|rest| rest.to_ascii_lowercase().replace("__", "."))
 }
 
 /// A loaded, validated configuration plus the warnings met while loading it.
@@ -374,33 +458,36 @@ impl Config {
         }
         let known: HashSet<&str> = KNOWN_KEYS.iter().copied().collect();
         let mut warnings = Vec::new();
-        let mut recognised = Vec::new();
         for (var, _) in env {
-            if let Some(key) = env_key(&var) {
-                if known.contains(key.as_str()) {
-                    recognised.push(var);
-                } else {
-                    warnings.push(format!("environment variable {var} names no configuration key; ignored"));
-                }
+            if let Some(key) = env_key(&var)
+                && !known.contains(key.as_str())
+            {
+                warnings.push(format!(
+                    "environment variable {var} names no configuration key; ignored"
+                ));
             }
         }
-        let env_provider = Env::prefixed(ENV_PREFIX)
-            .split("__")
-            .filter_map(move |k| {
-                let full = format!("{ENV_PREFIX}{}", k.as_str());
-                recognised
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case(&full))
-                    .then(|| k.as_str().to_ascii_lowercase().into())
-            });
+        // Figment nests on '.', so `REFRESH__REUSE_INTERVAL` becomes `refresh.reuse_interval`.
+        let env_provider = Env::prefixed(ENV_PREFIX).filter_map(move |k| {
+            let key = k.as_str().to_ascii_lowercase().replace("__", ".");
+            known.contains(key.as_str()).then(|| key.into())
+        });
         figment = figment.merge(env_provider);
-        let config: Config = figment.extract().map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
         config.validate()?;
-        Ok(Loaded { config, warnings, figment })
+        Ok(Loaded {
+            config,
+            warnings,
+            figment,
+        })
     }
 
     pub fn issuer(&self) -> String {
-        self.issuer.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// `scheme://host[:port]` of the issuer.
@@ -409,7 +496,9 @@ impl Config {
     }
 
     pub fn allowed_origins(&self) -> Vec<String> {
-        self.allowed_origins.clone().unwrap_or_else(|| vec![self.issuer_origin()])
+        self.allowed_origins
+            .clone()
+            .unwrap_or_else(|| vec![self.issuer_origin()])
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -417,7 +506,9 @@ impl Config {
         if origin_of(&issuer).is_none() || issuer.ends_with('/') || issuer.contains(['?', '#']) {
             return Err(invalid(
                 "issuer",
-                format!("{issuer:?} must be an http:// or https:// URL without a trailing slash, query or fragment"),
+                format!(
+                    "{issuer:?} must be an http:// or https:// URL without a trailing slash, query or fragment"
+                ),
             ));
         }
         if !(self.database.starts_with("sqlite:") || self.database.starts_with("memory:")) {
@@ -427,7 +518,10 @@ impl Config {
             ));
         }
         if self.redis.is_some() {
-            return Err(invalid("redis", "the Redis store is not available in this build yet"));
+            return Err(invalid(
+                "redis",
+                "the Redis store is not available in this build yet",
+            ));
         }
         for (key, ttl) in [
             ("access_token.ttl", self.access_token.ttl),
@@ -440,10 +534,16 @@ impl Config {
             }
         }
         if self.refresh.reuse_interval.0 >= self.refresh.ttl.0 {
-            return Err(invalid("refresh.reuse_interval", "must be shorter than refresh.ttl"));
+            return Err(invalid(
+                "refresh.reuse_interval",
+                "must be shorter than refresh.ttl",
+            ));
         }
         if self.refresh.reuse_interval.0 > Duration::from_secs(300) {
-            return Err(invalid("refresh.reuse_interval", "must be at most 5m: a long grace window weakens reuse detection"));
+            return Err(invalid(
+                "refresh.reuse_interval",
+                "must be at most 5m: a long grace window weakens reuse detection",
+            ));
         }
         if let Some(t) = &self.admin_token
             && t.expose().len() < 16
@@ -457,35 +557,57 @@ impl Config {
                 "need 0 < min_length <= max_length, and max_length >= 1024",
             ));
         }
-        if argon2::Params::new(p.argon2_memory_kib, p.argon2_iterations, p.argon2_parallelism, None).is_err() {
-            return Err(invalid("password.argon2_memory_kib", "Argon2 parameters out of range"));
+        if argon2::Params::new(
+            p.argon2_memory_kib,
+            p.argon2_iterations,
+            p.argon2_parallelism,
+            None,
+        )
+        .is_err()
+        {
+            return Err(invalid(
+                "password.argon2_memory_kib",
+                "Argon2 parameters out of range",
+            ));
         }
         for origin in self.allowed_origins() {
             if origin_of(&origin).as_deref() != Some(origin.as_str()) {
                 return Err(invalid(
                     "allowed_origins",
-                    format!("{origin:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"),
+                    format!(
+                        "{origin:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path)"
+                    ),
                 ));
             }
         }
         let mut ids = HashSet::new();
         for (i, c) in self.clients.iter().enumerate() {
             let key = |field: &str| format!("clients[{i}].{field}");
-            if c.id.is_empty() || c.id.len() > 128 || !c.id.chars().all(|ch| ch.is_ascii_graphic()) {
+            if c.id.is_empty() || c.id.len() > 128 || !c.id.chars().all(|ch| ch.is_ascii_graphic())
+            {
                 return Err(invalid(key("id"), "must be 1-128 visible ASCII characters"));
             }
             if !ids.insert(c.id.as_str()) {
-                return Err(invalid(key("id"), format!("duplicate client id {:?}", c.id)));
+                return Err(invalid(
+                    key("id"),
+                    format!("duplicate client id {:?}", c.id),
+                ));
             }
             match (c.kind, &c.secret) {
                 (ClientKind::Confidential, None) => {
-                    return Err(invalid(key("secret"), "a confidential client needs a secret"));
+                    return Err(invalid(
+                        key("secret"),
+                        "a confidential client needs a secret",
+                    ));
                 }
                 (ClientKind::Confidential, Some(s)) if s.expose().len() < 16 => {
                     return Err(invalid(key("secret"), "must be at least 16 characters"));
                 }
                 (ClientKind::Public, Some(_)) => {
-                    return Err(invalid(key("secret"), "a public client has no secret; use kind = \"confidential\""));
+                    return Err(invalid(
+                        key("secret"),
+                        "a public client has no secret; use kind = \"confidential\"",
+                    ));
                 }
                 _ => {}
             }
@@ -494,7 +616,10 @@ impl Config {
             }
             for scope in &c.scopes {
                 if !is_scope_token(scope) {
-                    return Err(invalid(key("scopes"), format!("{scope:?} is not a valid scope token")));
+                    return Err(invalid(
+                        key("scopes"),
+                        format!("{scope:?} is not a valid scope token"),
+                    ));
                 }
             }
         }
@@ -509,7 +634,9 @@ pub fn to_pretty_json(config: &Config) -> Result<String, serde_json::Error> {
 
 /// RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
 pub fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// `scheme://host[:port]` of an http(s) URL, or None.
@@ -533,7 +660,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("latchkey.toml");
         std::fs::write(&path, toml).expect("write");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>();
         let result = {
             let _guard = EnvGuard::set(&env);
             Config::load_with_env(Some(&path), env.clone())
@@ -544,7 +674,10 @@ mod tests {
 
     /// Sets process variables for the duration of one load (tests in this module run serially
     /// through a mutex).
-    struct EnvGuard(Vec<String>, std::sync::MutexGuard<'static, ()>);
+    struct EnvGuard {
+        vars: Vec<String>,
+        _lock: std::sync::MutexGuard<'static, ()>,
+    }
     static ENV_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     impl EnvGuard {
         fn set(vars: &[(String, String)]) -> Self {
@@ -553,12 +686,15 @@ mod tests {
                 // SAFETY: serialised by ENV_LOCK; no other test thread reads these variables.
                 unsafe { std::env::set_var(k, v) };
             }
-            Self(vars.iter().map(|(k, _)| k.clone()).collect(), lock)
+            Self {
+                vars: vars.iter().map(|(k, _)| k.clone()).collect(),
+                _lock: lock,
+            }
         }
     }
     impl Drop for EnvGuard {
         fn drop(&mut self) {
-            for k in &self.0 {
+            for k in &self.vars {
                 // SAFETY: as above.
                 unsafe { std::env::remove_var(k) };
             }
@@ -597,7 +733,10 @@ mod tests {
             "#,
             &[
                 ("LATCHKEY_REFRESH__REUSE_INTERVAL", "30s"),
-                ("LATCHKEY_ALLOWED_ORIGINS", r#"["http://a.example", "http://b.example"]"#),
+                (
+                    "LATCHKEY_ALLOWED_ORIGINS",
+                    r#"["http://a.example", "http://b.example"]"#,
+                ),
                 ("LATCHKEY_SIGNUP", "false"),
                 ("LATCHKEY_NO_SUCH_KEY", "1"),
             ],
@@ -605,30 +744,55 @@ mod tests {
         .expect("loads");
         let c = loaded.config;
         assert_eq!(c.refresh.reuse_interval.0, Duration::from_secs(30));
-        assert_eq!(c.allowed_origins(), vec!["http://a.example", "http://b.example"]);
+        assert_eq!(
+            c.allowed_origins(),
+            vec!["http://a.example", "http://b.example"]
+        );
         assert!(!c.signup);
         assert_eq!(c.clients[0].scopes, vec!["read", "write"]);
         assert_eq!(loaded.warnings.len(), 1);
-        assert!(loaded.warnings[0].contains("LATCHKEY_NO_SUCH_KEY"), "{:?}", loaded.warnings);
+        assert!(
+            loaded.warnings[0].contains("LATCHKEY_NO_SUCH_KEY"),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = load("listen = \"127.0.0.1:1\"\nlisten_port = 9", &[]).expect_err("unknown key").to_string();
-        assert!(err.contains("listen_port"), "{err}");
-        let err = load("[refresh]\nttl = \"seven days\"", &[]).expect_err("bad duration").to_string();
-        assert!(err.contains("ttl"), "{err}");
-        let err = load("[rate_limit]\nlogin_per_ip = \"lots\"", &[]).expect_err("bad rate").to_string();
-        assert!(err.contains("login_per_ip"), "{err}");
-        let err = load("[access_token]\nalgorithm = \"HS256\"", &[]).expect_err("bad alg").to_string();
-        assert!(err.contains("algorithm"), "{err}");
-        let err = load("", &[("LATCHKEY_ACCESS_TOKEN__TTL", "soon")]).expect_err("bad env").to_string();
-        assert!(err.contains("ttl") && err.contains("LATCHKEY_ACCESS_TOKEN__TTL"), "{err}");
-        let err = load("issuer = \"ftp://x\"", &[]).expect_err("bad issuer").to_string();
-        assert!(err.contains("issuer"), "{err}");
-        let err = load("[[clients]]\nid = \"c\"\nkind = \"confidential\"\naudience = \"api\"", &[])
-            .expect_err("no secret")
+        let err = load("listen = \"127.0.0.1:1\"\nlisten_port = 9", &[])
+            .expect_err("unknown key")
             .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let err = load("[refresh]\nttl = \"seven days\"", &[])
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("ttl"), "{err}");
+        let err = load("[rate_limit]\nlogin_per_ip = \"lots\"", &[])
+            .expect_err("bad rate")
+            .to_string();
+        assert!(err.contains("login_per_ip"), "{err}");
+        let err = load("[access_token]\nalgorithm = \"HS256\"", &[])
+            .expect_err("bad alg")
+            .to_string();
+        assert!(err.contains("algorithm"), "{err}");
+        let err = load("", &[("LATCHKEY_ACCESS_TOKEN__TTL", "soon")])
+            .expect_err("bad env")
+            .to_string();
+        assert!(
+            err.contains("ttl") && err.contains("LATCHKEY_ACCESS_TOKEN__TTL"),
+            "{err}"
+        );
+        let err = load("issuer = \"ftp://x\"", &[])
+            .expect_err("bad issuer")
+            .to_string();
+        assert!(err.contains("issuer"), "{err}");
+        let err = load(
+            "[[clients]]\nid = \"c\"\nkind = \"confidential\"\naudience = \"api\"",
+            &[],
+        )
+        .expect_err("no secret")
+        .to_string();
         assert!(err.contains("clients[0].secret"), "{err}");
     }
 
@@ -643,12 +807,20 @@ mod tests {
         let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serialises"));
         assert!(!shown.contains("super-secret-admin-token"));
         assert!(!shown.contains("client-secret-0123456789"));
-        assert_eq!(c.admin_token.as_ref().map(Redacted::expose), Some("super-secret-admin-token"));
+        assert_eq!(
+            c.admin_token.as_ref().map(Redacted::expose),
+            Some("super-secret-admin-token")
+        );
     }
 
     #[test]
     fn rates_parse() {
-        assert_eq!(parse_rate("5/s"), Some(Rate { per: Some((5, Duration::from_secs(1))) }));
+        assert_eq!(
+            parse_rate("5/s"),
+            Some(Rate {
+                per: Some((5, Duration::from_secs(1)))
+            })
+        );
         assert_eq!(parse_rate("off"), Some(Rate { per: None }));
         assert_eq!(parse_rate("0/min"), None);
         assert_eq!(parse_rate("5/fortnight"), None);
@@ -656,8 +828,14 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(origin_of("https://Auth.Example.com/x?y").as_deref(), Some("https://auth.example.com"));
-        assert_eq!(origin_of("http://127.0.0.1:8080").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            origin_of("https://Auth.Example.com/x?y").as_deref(),
+            Some("https://auth.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
         assert_eq!(origin_of("javascript://x"), None);
         assert_eq!(origin_of("http://u@h"), None);
     }

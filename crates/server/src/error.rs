@@ -109,7 +109,10 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let status = self.status();
-        let body = ErrorBody { error: self.code(), error_description: self.to_string() };
+        let body = ErrorBody {
+            error: self.code(),
+            error_description: self.to_string(),
+        };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -124,7 +127,10 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::InvalidClient(_) => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"latchkey\""));
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"latchkey\""),
+                );
             }
             _ => {}
         }

@@ -11,18 +11,27 @@ use serde::de::DeserializeOwned;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidRequest("could not read the request body".into())
-        }
-    })
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest("could not read the request body".into())
+            }
+        })
 }
 
 fn media_type(req: &Request) -> Option<String> {
     let value = req.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 fn json_error(e: serde_json::Error) -> ApiError {
@@ -44,10 +53,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match media_type(&req).as_deref() {
             Some(m) if m == "application/json" || m.ends_with("+json") => {}
-            _ => return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json")),
+            _ => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "Content-Type must be application/json",
+                ));
+            }
         }
         let bytes = body_bytes(req, state).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(json_error)
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(json_error)
     }
 }
 
@@ -71,19 +86,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OAuthBody<T> {
         };
         let bytes = body_bytes(req, state).await?;
         if is_json {
-            return serde_json::from_slice(&bytes).map(OAuthBody).map_err(json_error);
+            return serde_json::from_slice(&bytes)
+                .map(OAuthBody)
+                .map_err(json_error);
         }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
             .map_err(|_| ApiError::InvalidRequest("request body is not a valid form".into()))?;
         let mut seen = std::collections::HashSet::new();
         for (name, _) in &pairs {
             if !seen.insert(name.as_str()) {
-                return Err(ApiError::InvalidRequest(format!("parameter {name:?} is repeated")));
+                return Err(ApiError::InvalidRequest(format!(
+                    "parameter {name:?} is repeated"
+                )));
             }
         }
         // Forms carry only strings; going through a JSON object gives the same typed errors.
-        let object: serde_json::Map<String, serde_json::Value> =
-            pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let object: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
         serde_json::from_value(serde_json::Value::Object(object))
             .map(OAuthBody)
             .map_err(|e| ApiError::InvalidRequest(format!("request has the wrong shape: {e}")))

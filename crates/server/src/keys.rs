@@ -5,7 +5,11 @@ use latchkey_store::{Store, StoreError, StoredKey};
 use latchkey_tokens::{Algorithm, KeyRing, SigningKey};
 use time::OffsetDateTime;
 
-pub async fn load_or_create(store: &dyn Store, algorithm: Algorithm, now: OffsetDateTime) -> Result<KeyRing, StartError> {
+pub async fn load_or_create(
+    store: &dyn Store,
+    algorithm: Algorithm,
+    now: OffsetDateTime,
+) -> Result<KeyRing, StartError> {
     let mut keys = load(store).await?;
     if !keys.iter().any(|k| k.algorithm() == algorithm) {
         let key = SigningKey::generate(algorithm, now)?;
@@ -32,11 +36,18 @@ async fn load(store: &dyn Store) -> Result<Vec<SigningKey>, StartError> {
         .await?
         .into_iter()
         .map(|k| {
-            let algorithm: Algorithm = k
-                .algorithm
-                .parse()
-                .map_err(|_| StartError::Other(format!("stored key {} has unknown algorithm {:?}", k.kid, k.algorithm)))?;
-            Ok(SigningKey::from_stored(k.kid, algorithm, &k.private_der, k.created_at)?)
+            let algorithm: Algorithm = k.algorithm.parse().map_err(|_| {
+                StartError::Other(format!(
+                    "stored key {} has unknown algorithm {:?}",
+                    k.kid, k.algorithm
+                ))
+            })?;
+            Ok(SigningKey::from_stored(
+                k.kid,
+                algorithm,
+                &k.private_der,
+                k.created_at,
+            )?)
         })
         .collect()
 }

@@ -32,9 +32,17 @@ pub enum PasswordPolicyError {
 
 impl Passwords {
     pub fn new(policy: &PasswordConfig) -> Result<Self, ApiError> {
-        let params = Params::new(policy.argon2_memory_kib, policy.argon2_iterations, policy.argon2_parallelism, None)
-            .map_err(|e| ApiError::Internal(format!("argon2 parameters: {e}")))?;
-        let parallel = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+        let params = Params::new(
+            policy.argon2_memory_kib,
+            policy.argon2_iterations,
+            policy.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| ApiError::Internal(format!("argon2 parameters: {e}")))?;
+        let parallel = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            * 2;
         let random = latchkey_core::Secret::generate().to_text();
         let dummy = argon2(&params)
             .hash_password(random.as_bytes())
@@ -63,7 +71,11 @@ impl Passwords {
     }
 
     pub async fn hash(&self, normalized: String) -> Result<String, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || {
             argon2(&params)
@@ -80,25 +92,36 @@ impl Passwords {
     pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, ApiError> {
         if password.chars().count() > self.policy.max_length {
             // Still spend the time, so length does not reveal anything about the account.
-            let _ = self.verify_inner(String::new(), self.dummy_hash.as_str().to_string()).await;
+            let _ = self
+                .verify_inner(String::new(), self.dummy_hash.as_str().to_string())
+                .await;
             return Ok(false);
         }
         let candidate = normalize(password).unwrap_or_default();
         match stored {
             Some(hash) => self.verify_inner(candidate, hash.to_string()).await,
             None => {
-                let _ = self.verify_inner(candidate, self.dummy_hash.as_str().to_string()).await;
+                let _ = self
+                    .verify_inner(candidate, self.dummy_hash.as_str().to_string())
+                    .await;
                 Ok(false)
             }
         }
     }
 
     async fn verify_inner(&self, candidate: String, hash: String) -> Result<bool, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let params = self.params.clone();
         tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
-            Ok(argon2(&params).verify_password(candidate.as_bytes(), &parsed).is_ok())
+            let parsed = PasswordHash::new(&hash)
+                .map_err(|e| ApiError::Internal(format!("stored hash: {e}")))?;
+            Ok(argon2(&params)
+                .verify_password(candidate.as_bytes(), &parsed)
+                .is_ok())
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -118,8 +141,12 @@ mod tests {
     use super::*;
 
     fn cheap() -> Passwords {
-        Passwords::new(&PasswordConfig { argon2_memory_kib: 64, argon2_iterations: 1, ..PasswordConfig::default() })
-            .expect("params")
+        Passwords::new(&PasswordConfig {
+            argon2_memory_kib: 64,
+            argon2_iterations: 1,
+            ..PasswordConfig::default()
+        })
+        .expect("params")
     }
 
     #[tokio::test]
@@ -128,16 +155,31 @@ mod tests {
         let pw = p.normalize_new("correct horse battery").expect("policy");
         let hash = p.hash(pw).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$"));
-        assert!(p.verify("correct horse battery", Some(&hash)).await.expect("verify"));
-        assert!(!p.verify("correct horse batterY", Some(&hash)).await.expect("verify"));
-        assert!(!p.verify("correct horse battery", None).await.expect("verify"));
+        assert!(
+            p.verify("correct horse battery", Some(&hash))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !p.verify("correct horse batterY", Some(&hash))
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !p.verify("correct horse battery", None)
+                .await
+                .expect("verify")
+        );
     }
 
     #[tokio::test]
     async fn long_passwords_are_not_truncated() {
         let p = cheap();
         let long = "x".repeat(1024);
-        let hash = p.hash(p.normalize_new(&long).expect("policy")).await.expect("hash");
+        let hash = p
+            .hash(p.normalize_new(&long).expect("policy"))
+            .await
+            .expect("hash");
         assert!(p.verify(&long, Some(&hash)).await.expect("verify"));
         let mut other = long.clone();
         other.replace_range(1023.., "y");
@@ -147,10 +189,22 @@ mod tests {
     #[test]
     fn policy() {
         let p = cheap();
-        assert_eq!(p.normalize_new("short"), Err(PasswordPolicyError::TooShort(8)));
-        assert_eq!(p.normalize_new(&"x".repeat(4097)), Err(PasswordPolicyError::TooLong(4096)));
-        assert_eq!(p.normalize_new("abc\u{7}defghij"), Err(PasswordPolicyError::Disallowed));
+        assert_eq!(
+            p.normalize_new("short"),
+            Err(PasswordPolicyError::TooShort(8))
+        );
+        assert_eq!(
+            p.normalize_new(&"x".repeat(4097)),
+            Err(PasswordPolicyError::TooLong(4096))
+        );
+        assert_eq!(
+            p.normalize_new("abc\u{7}defghij"),
+            Err(PasswordPolicyError::Disallowed)
+        );
         // Composed and decomposed forms are the same password.
-        assert_eq!(p.normalize_new("caf\u{e9}-caf\u{e9}"), p.normalize_new("cafe\u{301}-cafe\u{301}"));
+        assert_eq!(
+            p.normalize_new("caf\u{e9}-caf\u{e9}"),
+            p.normalize_new("cafe\u{301}-cafe\u{301}")
+        );
     }
 }

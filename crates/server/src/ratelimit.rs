@@ -28,7 +28,9 @@ impl Throttle {
 
     /// Takes one slot for `key`, or refuses with 429 and the seconds until a slot frees up.
     pub fn check(&self, key: &str) -> Result<(), ApiError> {
-        let Some(limiter) = &self.limiter else { return Ok(()) };
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
         limiter.check_key(&key.to_string()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -66,7 +68,12 @@ impl Throttles {
     }
 
     pub fn shrink(&self) {
-        for t in [&self.login_per_account, &self.login_per_ip, &self.token_per_ip, &self.refresh_per_session] {
+        for t in [
+            &self.login_per_account,
+            &self.login_per_ip,
+            &self.token_per_ip,
+            &self.refresh_per_session,
+        ] {
             t.shrink();
         }
     }
@@ -79,12 +86,19 @@ mod tests {
 
     #[test]
     fn refuses_past_the_burst_per_key() {
-        let t = Throttle::new("t", Rate { per: Some((3, Duration::from_secs(60))) });
+        let t = Throttle::new(
+            "t",
+            Rate {
+                per: Some((3, Duration::from_secs(60))),
+            },
+        );
         for _ in 0..3 {
             t.check("a").expect("within burst");
         }
         match t.check("a") {
-            Err(ApiError::RateLimited { retry_after_secs }) => assert!((1..=20).contains(&retry_after_secs)),
+            Err(ApiError::RateLimited { retry_after_secs }) => {
+                assert!((1..=20).contains(&retry_after_secs))
+            }
             other => panic!("expected 429, got {other:?}"),
         }
         t.check("b").expect("other keys unaffected");

@@ -37,15 +37,26 @@ pub enum StartError {
 
 impl AppState {
     /// Builds the state, loading the signing keys from the store (generating the first one).
-    pub async fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
-        let keyring = keys::load_or_create(store.as_ref(), config.access_token.algorithm, clock.now()).await?;
-        let passwords = Passwords::new(&config.password).map_err(|e| StartError::Other(e.to_string()))?;
+    pub async fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let keyring =
+            keys::load_or_create(store.as_ref(), config.access_token.algorithm, clock.now())
+                .await?;
+        let passwords =
+            Passwords::new(&config.password).map_err(|e| StartError::Other(e.to_string()))?;
         let policy = TokenPolicy {
             access_ttl: config.access_token.ttl.as_time(),
             refresh_ttl: config.refresh.ttl.as_time(),
             reuse_interval: config.refresh.reuse_interval.as_time(),
         };
-        let clients = config.clients.iter().map(|c| (c.id.clone(), c.clone())).collect();
+        let clients = config
+            .clients
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
         Ok(Self(Arc::new(Inner {
             issuer: config.issuer(),
             throttles: Throttles::new(&config.rate_limit),
@@ -61,7 +72,10 @@ impl AppState {
 
     /// The current key ring (cheap: an `Arc` clone).
     pub fn keyring(&self) -> Arc<KeyRing> {
-        self.keyring.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_keyring(&self, ring: KeyRing) {

@@ -5,7 +5,8 @@
 //! becomes one `#[tokio::test]`.
 use crate::{RotateOutcome, Store, StoreError, StoredKey};
 use latchkey_core::{
-    NewRefreshToken, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind, User, UserId,
+    NewRefreshToken, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind, User,
+    UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -18,7 +19,10 @@ pub struct TestStore {
 
 impl TestStore {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, guard: Box::new(()) }
+        Self {
+            store,
+            guard: Box::new(()),
+        }
     }
 }
 
@@ -118,62 +122,124 @@ async fn family(store: &dyn Store) -> (User, Session, SecretHash) {
     store.create_user(&u).await.expect("create user");
     let s = token_session(u.id, t0(), Duration::days(7));
     let (first, _) = new_token(&s, t0());
-    store.create_session(&s, Some(&first)).await.expect("create session");
+    store
+        .create_session(&s, Some(&first))
+        .await
+        .expect("create session");
     (u, s, first.hash)
 }
 
 pub async fn user_roundtrip(store: Arc<dyn Store>) {
     let u = user("alice");
     store.create_user(&u).await.expect("create");
-    assert_eq!(store.user_by_id(u.id).await.expect("by id"), Some(u.clone()));
-    assert_eq!(store.user_by_username("alice").await.expect("by name"), Some(u));
+    assert_eq!(
+        store.user_by_id(u.id).await.expect("by id"),
+        Some(u.clone())
+    );
+    assert_eq!(
+        store.user_by_username("alice").await.expect("by name"),
+        Some(u)
+    );
     assert_eq!(store.user_by_username("bob").await.expect("by name"), None);
     assert_eq!(store.user_by_id(UserId::new()).await.expect("by id"), None);
 }
 
 pub async fn username_is_unique(store: Arc<dyn Store>) {
     store.create_user(&user("alice")).await.expect("create");
-    let err = store.create_user(&user("alice")).await.expect_err("duplicate must fail");
+    let err = store
+        .create_user(&user("alice"))
+        .await
+        .expect_err("duplicate must fail");
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
 pub async fn password_and_ban_updates(store: Arc<dyn Store>) {
     let u = user("carol");
     store.create_user(&u).await.expect("create");
-    assert!(store.set_password_hash(u.id, "new-hash").await.expect("set"));
+    assert!(
+        store
+            .set_password_hash(u.id, "new-hash")
+            .await
+            .expect("set")
+    );
     assert!(store.set_banned(u.id, Some(t0())).await.expect("ban"));
     let got = store.user_by_id(u.id).await.expect("get").expect("exists");
     assert_eq!(got.password_hash, "new-hash");
     assert_eq!(got.banned_at, Some(t0()));
     assert!(store.set_banned(u.id, None).await.expect("unban"));
-    assert_eq!(store.user_by_id(u.id).await.expect("get").expect("exists").banned_at, None);
+    assert_eq!(
+        store
+            .user_by_id(u.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .banned_at,
+        None
+    );
 }
 
 pub async fn updates_to_unknown_users_report_false(store: Arc<dyn Store>) {
-    assert!(!store.set_password_hash(UserId::new(), "x").await.expect("set"));
-    assert!(!store.set_banned(UserId::new(), Some(t0())).await.expect("ban"));
+    assert!(
+        !store
+            .set_password_hash(UserId::new(), "x")
+            .await
+            .expect("set")
+    );
+    assert!(
+        !store
+            .set_banned(UserId::new(), Some(t0()))
+            .await
+            .expect("ban")
+    );
 }
 
 pub async fn session_roundtrip_both_kinds(store: Arc<dyn Store>) {
     let (u, s, _) = family(store.as_ref()).await;
     assert_eq!(store.session(s.id).await.expect("get"), Some(s.clone()));
     let (c, secret) = cookie_session(u.id, t0());
-    store.create_session(&c, None).await.expect("create cookie session");
+    store
+        .create_session(&c, None)
+        .await
+        .expect("create cookie session");
     assert_eq!(store.session(c.id).await.expect("get"), Some(c.clone()));
-    assert_eq!(store.session_by_secret(&secret.hash()).await.expect("by secret"), Some(c));
-    assert_eq!(store.session_by_secret(&Secret::generate().hash()).await.expect("by secret"), None);
+    assert_eq!(
+        store
+            .session_by_secret(&secret.hash())
+            .await
+            .expect("by secret"),
+        Some(c)
+    );
+    assert_eq!(
+        store
+            .session_by_secret(&Secret::generate().hash())
+            .await
+            .expect("by secret"),
+        None
+    );
     assert_eq!(store.session(SessionId::new()).await.expect("get"), None);
 }
 
 pub async fn session_ids_are_unique_and_creation_is_atomic(store: Arc<dyn Store>) {
     let (u, s, first_hash) = family(store.as_ref()).await;
     let (t, _) = new_token(&s, t0());
-    assert!(matches!(store.create_session(&s, Some(&t)).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_session(&s, Some(&t)).await,
+        Err(StoreError::Conflict(_))
+    ));
     // A fresh session whose first token collides must leave no session behind.
     let s2 = token_session(u.id, t0(), Duration::days(7));
-    let colliding = NewRefreshToken { hash: first_hash, session_id: s2.id, client_id: "spa".into(), issued_at: t0() };
+    let colliding = NewRefreshToken {
+        hash: first_hash,
+        session_id: s2.id,
+        client_id: "spa".into(),
+        issued_at: t0(),
+    };
     assert!(store.create_session(&s2, Some(&colliding)).await.is_err());
-    assert_eq!(store.session(s2.id).await.expect("get"), None, "half-written session left behind");
+    assert_eq!(
+        store.session(s2.id).await.expect("get"),
+        None,
+        "half-written session left behind"
+    );
 }
 
 pub async fn live_sessions_exclude_revoked_and_expired(store: Arc<dyn Store>) {
@@ -184,7 +250,10 @@ pub async fn live_sessions_exclude_revoked_and_expired(store: Arc<dyn Store>) {
     for s in [&b, &short, &revoked] {
         store.create_session(s, None).await.expect("create");
     }
-    store.revoke_session(revoked.id, RevokeReason::Logout, t0()).await.expect("revoke");
+    store
+        .revoke_session(revoked.id, RevokeReason::Logout, t0())
+        .await
+        .expect("revoke");
     let other = family(store.as_ref()).await.1;
     let now = t0() + Duration::hours(2);
     let live: Vec<SessionId> = store
@@ -201,12 +270,31 @@ pub async fn live_sessions_exclude_revoked_and_expired(store: Arc<dyn Store>) {
 pub async fn revoke_session_is_once_only(store: Arc<dyn Store>) {
     let (_, s, _) = family(store.as_ref()).await;
     let at = t0() + Duration::seconds(5);
-    assert!(store.revoke_session(s.id, RevokeReason::ReuseDetected, at).await.expect("revoke"));
-    assert!(!store.revoke_session(s.id, RevokeReason::Logout, at).await.expect("revoke again"));
-    assert!(!store.revoke_session(SessionId::new(), RevokeReason::Logout, at).await.expect("unknown"));
+    assert!(
+        store
+            .revoke_session(s.id, RevokeReason::ReuseDetected, at)
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_session(s.id, RevokeReason::Logout, at)
+            .await
+            .expect("revoke again")
+    );
+    assert!(
+        !store
+            .revoke_session(SessionId::new(), RevokeReason::Logout, at)
+            .await
+            .expect("unknown")
+    );
     let got = store.session(s.id).await.expect("get").expect("exists");
     assert_eq!(got.revoked_at, Some(at));
-    assert_eq!(got.revoke_reason, Some(RevokeReason::ReuseDetected), "first reason must stick");
+    assert_eq!(
+        got.revoke_reason,
+        Some(RevokeReason::ReuseDetected),
+        "first reason must stick"
+    );
 }
 
 pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
@@ -223,23 +311,50 @@ pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
         .await
         .expect("revoke");
     assert_eq!(revoked, expected);
-    assert!(store.session(keep.id).await.expect("get").expect("exists").is_live(t0()));
-    assert!(store.session(bystander.id).await.expect("get").expect("exists").is_live(t0()));
-    let all = store.revoke_user_sessions(u.id, None, RevokeReason::Banned, t0()).await.expect("revoke");
+    assert!(
+        store
+            .session(keep.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .is_live(t0())
+    );
+    assert!(
+        store
+            .session(bystander.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .is_live(t0())
+    );
+    let all = store
+        .revoke_user_sessions(u.id, None, RevokeReason::Banned, t0())
+        .await
+        .expect("revoke");
     assert_eq!(all, vec![keep.id]);
 }
 
 pub async fn touch_never_moves_backwards(store: Arc<dyn Store>) {
     let (_, s, _) = family(store.as_ref()).await;
-    store.touch_session(s.id, t0() + Duration::minutes(5)).await.expect("touch");
-    store.touch_session(s.id, t0() + Duration::minutes(1)).await.expect("touch");
+    store
+        .touch_session(s.id, t0() + Duration::minutes(5))
+        .await
+        .expect("touch");
+    store
+        .touch_session(s.id, t0() + Duration::minutes(1))
+        .await
+        .expect("touch");
     let got = store.session(s.id).await.expect("get").expect("exists");
     assert_eq!(got.last_seen_at, t0() + Duration::minutes(5));
 }
 
 pub async fn refresh_token_lookup(store: Arc<dyn Store>) {
     let (_, s, first) = family(store.as_ref()).await;
-    let (token, session) = store.refresh_token(&first).await.expect("get").expect("exists");
+    let (token, session) = store
+        .refresh_token(&first)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(session, s);
     assert_eq!(token.hash, first);
     assert_eq!(token.session_id, s.id);
@@ -247,32 +362,72 @@ pub async fn refresh_token_lookup(store: Arc<dyn Store>) {
     assert_eq!(token.issued_at, t0());
     assert_eq!(token.consumed_at, None);
     assert!(!token.successor_consumed);
-    assert_eq!(store.refresh_token(&Secret::generate().hash()).await.expect("get"), None);
+    assert_eq!(
+        store
+            .refresh_token(&Secret::generate().hash())
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 pub async fn rotation_consumes_exactly_once(store: Arc<dyn Store>) {
     let (_, s, first) = family(store.as_ref()).await;
     let at = t0() + Duration::minutes(1);
     let (second, _) = new_token(&s, at);
-    assert_eq!(store.rotate_refresh_token(&first, &second, None, at).await.expect("rotate"), RotateOutcome::Rotated);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&first, &second, None, at)
+            .await
+            .expect("rotate"),
+        RotateOutcome::Rotated
+    );
     let (third, _) = new_token(&s, at);
     assert_eq!(
-        store.rotate_refresh_token(&first, &third, None, at).await.expect("rotate"),
+        store
+            .rotate_refresh_token(&first, &third, None, at)
+            .await
+            .expect("rotate"),
         RotateOutcome::NotRotated
     );
-    assert_eq!(store.refresh_token(&third.hash).await.expect("get"), None, "a loser's successor was written");
-    let (consumed, _) = store.refresh_token(&first).await.expect("get").expect("exists");
+    assert_eq!(
+        store.refresh_token(&third.hash).await.expect("get"),
+        None,
+        "a loser's successor was written"
+    );
+    let (consumed, _) = store
+        .refresh_token(&first)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(consumed.consumed_at, Some(at));
     assert!(!consumed.successor_consumed);
-    let (current, _) = store.refresh_token(&second.hash).await.expect("get").expect("exists");
+    let (current, _) = store
+        .refresh_token(&second.hash)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(current.consumed_at, None);
     // Once the successor rotates, the first token is no longer the immediate predecessor.
     let (fourth, _) = new_token(&s, at);
-    assert_eq!(store.rotate_refresh_token(&second.hash, &fourth, None, at).await.expect("rotate"), RotateOutcome::Rotated);
-    let (consumed, _) = store.refresh_token(&first).await.expect("get").expect("exists");
+    assert_eq!(
+        store
+            .rotate_refresh_token(&second.hash, &fourth, None, at)
+            .await
+            .expect("rotate"),
+        RotateOutcome::Rotated
+    );
+    let (consumed, _) = store
+        .refresh_token(&first)
+        .await
+        .expect("get")
+        .expect("exists");
     assert!(consumed.successor_consumed);
     assert_eq!(
-        store.rotate_refresh_token(&Secret::generate().hash(), &new_token(&s, at).0, None, at).await.expect("rotate"),
+        store
+            .rotate_refresh_token(&Secret::generate().hash(), &new_token(&s, at).0, None, at)
+            .await
+            .expect("rotate"),
         RotateOutcome::NotRotated,
         "unknown token"
     );
@@ -282,26 +437,61 @@ pub async fn rotation_keeps_the_sealed_successor(store: Arc<dyn Store>) {
     let (_, s, first) = family(store.as_ref()).await;
     let (second, _) = new_token(&s, t0());
     let sealed = vec![9u8; 60];
-    store.rotate_refresh_token(&first, &second, Some(&sealed), t0()).await.expect("rotate");
-    let (consumed, _) = store.refresh_token(&first).await.expect("get").expect("exists");
+    store
+        .rotate_refresh_token(&first, &second, Some(&sealed), t0())
+        .await
+        .expect("rotate");
+    let (consumed, _) = store
+        .refresh_token(&first)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(consumed.sealed_successor, Some(sealed));
-    let (current, _) = store.refresh_token(&second.hash).await.expect("get").expect("exists");
+    let (current, _) = store
+        .refresh_token(&second.hash)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(current.sealed_successor, None);
 }
 
 pub async fn rotation_refused_on_dead_family(store: Arc<dyn Store>) {
     // Revoked family.
     let (_, s, first) = family(store.as_ref()).await;
-    store.revoke_session(s.id, RevokeReason::Logout, t0()).await.expect("revoke");
+    store
+        .revoke_session(s.id, RevokeReason::Logout, t0())
+        .await
+        .expect("revoke");
     let (next, _) = new_token(&s, t0());
-    assert_eq!(store.rotate_refresh_token(&first, &next, None, t0()).await.expect("rotate"), RotateOutcome::NotRotated);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&first, &next, None, t0())
+            .await
+            .expect("rotate"),
+        RotateOutcome::NotRotated
+    );
     assert_eq!(store.refresh_token(&next.hash).await.expect("get"), None);
-    assert_eq!(store.refresh_token(&first).await.expect("get").expect("exists").0.consumed_at, None);
+    assert_eq!(
+        store
+            .refresh_token(&first)
+            .await
+            .expect("get")
+            .expect("exists")
+            .0
+            .consumed_at,
+        None
+    );
     // Family past its absolute lifetime.
     let (_, s, first) = family(store.as_ref()).await;
     let late = s.expires_at;
     let (next, _) = new_token(&s, late);
-    assert_eq!(store.rotate_refresh_token(&first, &next, None, late).await.expect("rotate"), RotateOutcome::NotRotated);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&first, &next, None, late)
+            .await
+            .expect("rotate"),
+        RotateOutcome::NotRotated
+    );
     assert_eq!(store.refresh_token(&next.hash).await.expect("get"), None);
 }
 
@@ -323,8 +513,13 @@ pub async fn rotation_race(store: Arc<dyn Store>, rounds: usize) {
             tasks.push(tokio::spawn(async move {
                 let (next, _) = new_token(&session, t0());
                 barrier.wait().await;
-                let outcome = store.rotate_refresh_token(&current, &next, None, t0()).await;
-                (outcome.expect("rotate must not fail under contention"), next.hash)
+                let outcome = store
+                    .rotate_refresh_token(&current, &next, None, t0())
+                    .await;
+                (
+                    outcome.expect("rotate must not fail under contention"),
+                    next.hash,
+                )
             }));
         }
         let mut winners = Vec::new();
@@ -338,18 +533,38 @@ pub async fn rotation_race(store: Arc<dyn Store>, rounds: usize) {
         }
         assert_eq!(winners.len(), 1, "round {round}: {} winners", winners.len());
         for loser in &losers {
-            assert_eq!(store.refresh_token(loser).await.expect("get"), None, "round {round}: second successor");
+            assert_eq!(
+                store.refresh_token(loser).await.expect("get"),
+                None,
+                "round {round}: second successor"
+            );
         }
         current = winners[0];
     }
     // Reuse afterwards revokes the family: the newest token stops rotating too.
-    assert!(store.revoke_session(s.id, RevokeReason::ReuseDetected, t0()).await.expect("revoke"));
+    assert!(
+        store
+            .revoke_session(s.id, RevokeReason::ReuseDetected, t0())
+            .await
+            .expect("revoke")
+    );
     let (next, _) = new_token(&s, t0());
-    assert_eq!(store.rotate_refresh_token(&current, &next, None, t0()).await.expect("rotate"), RotateOutcome::NotRotated);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&current, &next, None, t0())
+            .await
+            .expect("rotate"),
+        RotateOutcome::NotRotated
+    );
 }
 
 pub async fn signing_keys_roundtrip(store: Arc<dyn Store>) {
-    let older = StoredKey { kid: "k1".into(), algorithm: "EdDSA".into(), private_der: vec![1, 2, 3], created_at: t0() };
+    let older = StoredKey {
+        kid: "k1".into(),
+        algorithm: "EdDSA".into(),
+        private_der: vec![1, 2, 3],
+        created_at: t0(),
+    };
     let newer = StoredKey {
         kid: "k2".into(),
         algorithm: "ES256".into(),
@@ -358,6 +573,12 @@ pub async fn signing_keys_roundtrip(store: Arc<dyn Store>) {
     };
     store.insert_signing_key(&newer).await.expect("insert");
     store.insert_signing_key(&older).await.expect("insert");
-    assert_eq!(store.signing_keys().await.expect("list"), vec![older.clone(), newer]);
-    assert!(matches!(store.insert_signing_key(&older).await, Err(StoreError::Conflict(_))));
+    assert_eq!(
+        store.signing_keys().await.expect("list"),
+        vec![older.clone(), newer]
+    );
+    assert!(matches!(
+        store.insert_signing_key(&older).await,
+        Err(StoreError::Conflict(_))
+    ));
 }

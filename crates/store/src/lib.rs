@@ -91,11 +91,20 @@ pub trait Store: Send + Sync + 'static {
     /// Cookie mode: the session whose secret hashes to `hash`.
     async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>>;
     /// Every session of the user that is neither revoked nor past its absolute end at `now`.
-    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>>;
+    async fn live_sessions_of_user(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Session>>;
     /// Records activity (cookie idle timeout, sessions list).
     async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()>;
     /// Revokes one session; returns false if it was unknown or already revoked.
-    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool>;
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// Revokes every unrevoked session of a user except `keep`; returns the ones it revoked.
     async fn revoke_user_sessions(
         &self,
@@ -106,7 +115,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<SessionId>>;
 
     /// A refresh token and its family's session, by the token's hash.
-    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>>;
+    async fn refresh_token(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Atomically: if `presented` is unconsumed and its session is live at `now`, mark it
     /// consumed (keeping `sealed_successor`, if any, for the grace window) and insert
     /// `successor`. Of any number of concurrent calls for one token, at most one rotates.
@@ -160,8 +172,14 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords_in_urls() {
-        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact_url("sqlite://latchkey.db"), "sqlite://latchkey.db");
+        assert_eq!(
+            super::redact_url("sqlite://latchkey.db"),
+            "sqlite://latchkey.db"
+        );
     }
 }

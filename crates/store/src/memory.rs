@@ -33,7 +33,9 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data (every write is a single step).
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -71,7 +73,12 @@ impl Store for MemoryStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        Ok(self.lock().users.values().find(|u| u.username == username).cloned())
+        Ok(self
+            .lock()
+            .users
+            .values()
+            .find(|u| u.username == username)
+            .cloned())
     }
 
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
@@ -84,7 +91,12 @@ impl Store for MemoryStore {
     }
 
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
-        Ok(self.lock().users.get_mut(&id).map(|u| u.banned_at = banned_at).is_some())
+        Ok(self
+            .lock()
+            .users
+            .get_mut(&id)
+            .map(|u| u.banned_at = banned_at)
+            .is_some())
     }
 
     async fn create_session(
@@ -119,7 +131,11 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>> {
+    async fn live_sessions_of_user(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Session>> {
         let mut sessions: Vec<Session> = self
             .lock()
             .sessions
@@ -138,7 +154,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
         let mut inner = self.lock();
         match inner.sessions.get_mut(&id) {
             Some(s) if s.revoked_at.is_none() => {
@@ -170,7 +191,10 @@ impl Store for MemoryStore {
         Ok(revoked)
     }
 
-    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>> {
+    async fn refresh_token(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>> {
         let inner = self.lock();
         let Some(stored) = inner.refresh_tokens.get(hash) else {
             return Ok(None);
@@ -209,7 +233,9 @@ impl Store for MemoryStore {
             stored.token.sealed_successor = sealed_successor.map(<[u8]>::to_vec);
             stored.successor = Some(successor.hash);
         }
-        inner.refresh_tokens.insert(successor.hash, new_stored(successor));
+        inner
+            .refresh_tokens
+            .insert(successor.hash, new_stored(successor));
         Ok(RotateOutcome::Rotated)
     }
 

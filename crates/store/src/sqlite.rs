@@ -83,7 +83,9 @@ fn parse_uuid(text: &str) -> StoreResult<uuid::Uuid> {
 
 fn hash_from(bytes: Option<Vec<u8>>) -> StoreResult<Option<SecretHash>> {
     bytes
-        .map(|b| SecretHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("hash length".into())))
+        .map(|b| {
+            SecretHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("hash length".into()))
+        })
         .transpose()
 }
 
@@ -100,7 +102,9 @@ impl FromRow<'_, SqliteRow> for UserRow {
                 banned_at: opt_from_nanos(row.try_get("banned_at").map_err(unavailable)?)?,
             })
         };
-        decode().map(UserRow).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        decode()
+            .map(UserRow)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
 
@@ -108,24 +112,39 @@ struct SessionRow(Session);
 
 impl FromRow<'_, SqliteRow> for SessionRow {
     fn from_row(row: &SqliteRow) -> sqlx::Result<Self> {
-        decode_session(row, "").map(SessionRow).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        decode_session(row, "")
+            .map(SessionRow)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
 
 /// Decodes session columns, optionally prefixed (`s_id`, …) when joined with other tables.
 fn decode_session(row: &SqliteRow, prefix: &str) -> StoreResult<Session> {
     let col = |name: &str| format!("{prefix}{name}");
-    let get_i64 = |name: &str| row.try_get::<i64, _>(col(name).as_str()).map_err(unavailable);
-    let get_opt_i64 = |name: &str| row.try_get::<Option<i64>, _>(col(name).as_str()).map_err(unavailable);
-    let get_opt_str = |name: &str| row.try_get::<Option<String>, _>(col(name).as_str()).map_err(unavailable);
-    let get_opt_blob = |name: &str| row.try_get::<Option<Vec<u8>>, _>(col(name).as_str()).map_err(unavailable);
+    let get_i64 = |name: &str| {
+        row.try_get::<i64, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_i64 = |name: &str| {
+        row.try_get::<Option<i64>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_str = |name: &str| {
+        row.try_get::<Option<String>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_blob = |name: &str| {
+        row.try_get::<Option<Vec<u8>>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
     let id: String = row.try_get(col("id").as_str()).map_err(unavailable)?;
     let user_id: String = row.try_get(col("user_id").as_str()).map_err(unavailable)?;
     let kind: String = row.try_get(col("kind").as_str()).map_err(unavailable)?;
     Ok(Session {
         id: SessionId(parse_uuid(&id)?),
         user_id: UserId(parse_uuid(&user_id)?),
-        kind: SessionKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+        kind: SessionKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
         client_id: get_opt_str("client_id")?,
         scope: get_opt_str("scope")?,
         secret_hash: hash_from(get_opt_blob("secret_hash")?)?,
@@ -135,7 +154,10 @@ fn decode_session(row: &SqliteRow, prefix: &str) -> StoreResult<Session> {
         expires_at: from_nanos(get_i64("expires_at")?)?,
         revoked_at: opt_from_nanos(get_opt_i64("revoked_at")?)?,
         revoke_reason: get_opt_str("revoke_reason")?
-            .map(|r| RevokeReason::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("revoke reason {r:?}"))))
+            .map(|r| {
+                RevokeReason::parse(&r)
+                    .ok_or_else(|| StoreError::Corrupt(format!("revoke reason {r:?}")))
+            })
             .transpose()?,
         user_agent: get_opt_str("user_agent")?,
         ip: get_opt_str("ip")?,
@@ -145,7 +167,10 @@ fn decode_session(row: &SqliteRow, prefix: &str) -> StoreResult<Session> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(unavailable)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -246,15 +271,20 @@ impl Store for SqliteStore {
     }
 
     async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>> {
-        let row: Option<SessionRow> = sqlx::query_as("SELECT * FROM sessions WHERE secret_hash = ?")
-            .bind(hash.0.to_vec())
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(unavailable)?;
+        let row: Option<SessionRow> =
+            sqlx::query_as("SELECT * FROM sessions WHERE secret_hash = ?")
+                .bind(hash.0.to_vec())
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(unavailable)?;
         Ok(row.map(|r| r.0))
     }
 
-    async fn live_sessions_of_user(&self, user: UserId, now: OffsetDateTime) -> StoreResult<Vec<Session>> {
+    async fn live_sessions_of_user(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Session>> {
         let rows: Vec<SessionRow> = sqlx::query_as(
             "SELECT * FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? \
              ORDER BY created_at, id",
@@ -277,7 +307,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: OffsetDateTime) -> StoreResult<bool> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL",
         )
@@ -316,7 +351,10 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    async fn refresh_token(&self, hash: &SecretHash) -> StoreResult<Option<(RefreshToken, Session)>> {
+    async fn refresh_token(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>> {
         let row = sqlx::query(
             "SELECT t.session_id, t.client_id AS t_client_id, t.issued_at, t.consumed_at, t.sealed_successor, \
                     (succ.consumed_at IS NOT NULL) AS successor_consumed, \
@@ -414,13 +452,21 @@ async fn insert_refresh_token(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     t: &NewRefreshToken,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO refresh_tokens (hash, session_id, client_id, issued_at) VALUES (?, ?, ?, ?)")
-        .bind(t.hash.0.to_vec())
-        .bind(t.session_id.to_string())
-        .bind(&t.client_id)
-        .bind(to_nanos(t.issued_at))
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("refresh token exists") } else { unavailable(e) })?;
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, session_id, client_id, issued_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(t.hash.0.to_vec())
+    .bind(t.session_id.to_string())
+    .bind(&t.client_id)
+    .bind(to_nanos(t.issued_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict("refresh token exists")
+        } else {
+            unavailable(e)
+        }
+    })?;
     Ok(())
 }

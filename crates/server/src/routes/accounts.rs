@@ -3,8 +3,8 @@ use crate::auth::BearerSession;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::net::ClientInfo;
-use crate::state::AppState;
 use crate::rfc3339;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,16 +25,24 @@ pub async fn sign_up(
     JsonBody(body): JsonBody<SignUp>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if !state.config.signup {
-        return Err(ApiError::Forbidden("sign-up is disabled on this server".into()));
+        return Err(ApiError::Forbidden(
+            "sign-up is disabled on this server".into(),
+        ));
     }
     // Each sign-up costs an Argon2 hash: throttle it like a login.
     state.throttles.login_per_ip.check(&client.ip)?;
-    let username = Username::parse(&body.username).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let username =
+        Username::parse(&body.username).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let password = state
         .passwords
         .normalize_new(&body.password)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    if state.store.user_by_username(username.as_str()).await?.is_some() {
+    if state
+        .store
+        .user_by_username(username.as_str())
+        .await?
+        .is_some()
+    {
         return Err(ApiError::Conflict("username is taken"));
     }
     let user = User {
@@ -51,7 +59,9 @@ pub async fn sign_up(
     tracing::info!(user_id = %user.id, "user signed up");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": user.id.to_string(), "username": user.username, "created_at": rfc3339(user.created_at)})),
+        Json(
+            json!({"id": user.id.to_string(), "username": user.username, "created_at": rfc3339(user.created_at)}),
+        ),
     ))
 }
 

@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 
 pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
     let issuer = &state.issuer;
-    let mut scopes: Vec<&str> = state.clients.values().flat_map(|c| c.scopes.iter().map(String::as_str)).collect();
+    let mut scopes: Vec<&str> = state
+        .clients
+        .values()
+        .flat_map(|c| c.scopes.iter().map(String::as_str))
+        .collect();
     scopes.sort_unstable();
     scopes.dedup();
     let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
@@ -31,8 +35,9 @@ pub async fn metadata(State(state): State<AppState>) -> Json<Value> {
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.keyring().jwks()).into_response();
     // Short caching: verifiers refetch on an unknown kid anyway.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     response
 }

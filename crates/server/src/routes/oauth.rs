@@ -57,13 +57,20 @@ pub async fn token(
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> ApiResult<Response> {
     state.throttles.token_per_ip.check(&peer.ip)?;
-    let grant_type = req.grant_type.as_deref().ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
+    let grant_type = req
+        .grant_type
+        .as_deref()
+        .ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
     if grant_type != "password" && grant_type != "refresh_token" {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = clients::authenticate(
         &state,
-        Presented { headers: &headers, client_id: req.client_id.as_deref(), client_secret: req.client_secret.as_deref() },
+        Presented {
+            headers: &headers,
+            client_id: req.client_id.as_deref(),
+            client_secret: req.client_secret.as_deref(),
+        },
     )?;
     match grant_type {
         "password" => password_grant(&state, &client, &peer, req).await,
@@ -71,9 +78,17 @@ pub async fn token(
     }
 }
 
-async fn password_grant(state: &AppState, client: &ClientConfig, peer: &ClientInfo, req: TokenRequest) -> ApiResult<Response> {
-    let (Some(username), Some(password)) = (req.username.as_deref(), req.password.as_deref()) else {
-        return Err(ApiError::InvalidRequest("username and password are required".into()));
+async fn password_grant(
+    state: &AppState,
+    client: &ClientConfig,
+    peer: &ClientInfo,
+    req: TokenRequest,
+) -> ApiResult<Response> {
+    let (Some(username), Some(password)) = (req.username.as_deref(), req.password.as_deref())
+    else {
+        return Err(ApiError::InvalidRequest(
+            "username and password are required".into(),
+        ));
     };
     let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
     state.throttles.login_per_ip.check(&peer.ip)?;
@@ -87,12 +102,17 @@ async fn password_grant(state: &AppState, client: &ClientConfig, peer: &ClientIn
         None => None,
     };
     // Unknown users are verified against a dummy hash: same cost as a wrong password.
-    let ok = state.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+    let ok = state
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
     let user = match user {
         Some(user) if ok => user,
         _ => {
             tracing::info!(target: "latchkey::security", client_id = %client.id, ip = %peer.ip, "login failed");
-            return Err(ApiError::InvalidGrant("the username or password is incorrect".into()));
+            return Err(ApiError::InvalidGrant(
+                "the username or password is incorrect".into(),
+            ));
         }
     };
     if user.is_banned() {
@@ -118,40 +138,72 @@ async fn password_grant(state: &AppState, client: &ClientConfig, peer: &ClientIn
         ip: Some(peer.ip.clone()),
     };
     let refresh = Secret::generate();
-    let first = NewRefreshToken { hash: refresh.hash(), session_id: session.id, client_id: client.id.clone(), issued_at: now };
+    let first = NewRefreshToken {
+        hash: refresh.hash(),
+        session_id: session.id,
+        client_id: client.id.clone(),
+        issued_at: now,
+    };
     state.store.create_session(&session, Some(&first)).await?;
     tracing::info!(user_id = %user.id, sid = %session.id, client_id = %client.id, "login");
     issue(state, client, &session, scope, &refresh)
 }
 
-async fn refresh_grant(state: &AppState, client: &ClientConfig, req: TokenRequest) -> ApiResult<Response> {
-    let presented_text = req.refresh_token.as_deref().ok_or_else(|| ApiError::InvalidRequest("refresh_token is required".into()))?;
+async fn refresh_grant(
+    state: &AppState,
+    client: &ClientConfig,
+    req: TokenRequest,
+) -> ApiResult<Response> {
+    let presented_text = req
+        .refresh_token
+        .as_deref()
+        .ok_or_else(|| ApiError::InvalidRequest("refresh_token is required".into()))?;
     let invalid = || ApiError::InvalidGrant("the refresh token is invalid".into());
     let presented = Secret::parse(presented_text).ok_or_else(invalid)?;
     let presented_hash = presented.hash();
 
     // Two passes at most: a lost race re-reads the token, which is then consumed.
     for _ in 0..2 {
-        let (token, session) = state.store.refresh_token(&presented_hash).await?.ok_or_else(invalid)?;
+        let (token, session) = state
+            .store
+            .refresh_token(&presented_hash)
+            .await?
+            .ok_or_else(invalid)?;
         let now = state.clock.now();
         let family_scope = session.scope.clone().unwrap_or_default();
-        let allowed: Vec<String> = family_scope.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect();
+        let allowed: Vec<String> = family_scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
         match judge_presentation(&token, &session, &client.id, now, &state.policy) {
-            Presentation::Refuse(reason) => return Err(ApiError::InvalidGrant(reason.description().into())),
+            Presentation::Refuse(reason) => {
+                return Err(ApiError::InvalidGrant(reason.description().into()));
+            }
             Presentation::Rotate => {
                 // A refresh may narrow the scope of the new access token, never widen it.
                 let scope = clients::grant_scope(&allowed, req.scope.as_deref())?;
-                state.throttles.refresh_per_session.check(&session.id.to_string())?;
+                state
+                    .throttles
+                    .refresh_per_session
+                    .check(&session.id.to_string())?;
                 let successor = Secret::generate();
-                let sealed = (state.policy.reuse_interval > Duration::ZERO).then(|| seal_successor(&presented, &successor));
+                let sealed = (state.policy.reuse_interval > Duration::ZERO)
+                    .then(|| seal_successor(&presented, &successor));
                 let new = NewRefreshToken {
                     hash: successor.hash(),
                     session_id: session.id,
                     client_id: client.id.clone(),
                     issued_at: now,
                 };
-                match state.store.rotate_refresh_token(&presented_hash, &new, sealed.as_deref(), now).await? {
-                    RotateOutcome::Rotated => return issue(state, client, &session, scope, &successor),
+                match state
+                    .store
+                    .rotate_refresh_token(&presented_hash, &new, sealed.as_deref(), now)
+                    .await?
+                {
+                    RotateOutcome::Rotated => {
+                        return issue(state, client, &session, scope, &successor);
+                    }
                     RotateOutcome::NotRotated => continue,
                 }
             }
@@ -165,7 +217,10 @@ async fn refresh_grant(state: &AppState, client: &ClientConfig, req: TokenReques
             Presentation::Reuse => {
                 // Durable before we answer; if the write fails the request fails (503) and
                 // the reused token is still refused.
-                state.store.revoke_session(session.id, RevokeReason::ReuseDetected, now).await?;
+                state
+                    .store
+                    .revoke_session(session.id, RevokeReason::ReuseDetected, now)
+                    .await?;
                 tracing::warn!(
                     target: "latchkey::security",
                     sid = %session.id, user_id = %session.user_id, client_id = %client.id,
@@ -179,11 +234,19 @@ async fn refresh_grant(state: &AppState, client: &ClientConfig, req: TokenReques
     }
     // The token was consumed between our read and our write twice in a row: treat as reuse
     // on the next presentation; this one simply fails.
-    Err(ApiError::InvalidGrant("the refresh token was already used".into()))
+    Err(ApiError::InvalidGrant(
+        "the refresh token was already used".into(),
+    ))
 }
 
 /// Signs an access token for the session and answers with the pair.
-fn issue(state: &AppState, client: &ClientConfig, session: &Session, scope: String, refresh: &Secret) -> ApiResult<Response> {
+fn issue(
+    state: &AppState,
+    client: &ClientConfig,
+    session: &Session,
+    scope: String,
+    refresh: &Secret,
+) -> ApiResult<Response> {
     let now = state.clock.now();
     let exp = state.policy.access_expiry(session, now);
     let claims = AccessTokenClaims {
@@ -198,7 +261,10 @@ fn issue(state: &AppState, client: &ClientConfig, session: &Session, scope: Stri
         scope: scope.clone(),
         sid: session.id.to_string(),
     };
-    let access_token = state.keyring().sign(&claims).map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+    let access_token = state
+        .keyring()
+        .sign(&claims)
+        .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
     Ok(no_store(TokenResponse {
         access_token,
         token_type: "Bearer",
@@ -229,21 +295,38 @@ pub async fn revoke(
     state.throttles.token_per_ip.check(&peer.ip)?;
     let client = clients::authenticate(
         &state,
-        Presented { headers: &headers, client_id: req.client_id.as_deref(), client_secret: req.client_secret.as_deref() },
+        Presented {
+            headers: &headers,
+            client_id: req.client_id.as_deref(),
+            client_secret: req.client_secret.as_deref(),
+        },
     )?;
-    let token = req.token.as_deref().ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
+    let token = req
+        .token
+        .as_deref()
+        .ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
     if let Some(sid) = session_of_token(&state, token, &client).await? {
-        if state.store.revoke_session(sid, RevokeReason::Logout, state.clock.now()).await? {
+        if state
+            .store
+            .revoke_session(sid, RevokeReason::Logout, state.clock.now())
+            .await?
+        {
             tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");
         }
     }
     let mut response = ().into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
 /// The session a refresh or access token belongs to, if it was issued to `client`.
-async fn session_of_token(state: &AppState, token: &str, client: &ClientConfig) -> ApiResult<Option<SessionId>> {
+async fn session_of_token(
+    state: &AppState,
+    token: &str,
+    client: &ClientConfig,
+) -> ApiResult<Option<SessionId>> {
     if let Some(secret) = Secret::parse(token) {
         return Ok(state
             .store

@@ -1,1 +1,15 @@
+//! HTTP tests of the API, all in one binary (one link, shared harness).
+//!
+//! Most tests drive the router in-process with `oneshot`; `socket.rs` runs a real server on
+//! 127.0.0.1:0 for concurrency over real connections.
+mod harness;
 
+mod accounts;
+mod discovery;
+mod faults;
+mod interop;
+mod oauth_token;
+mod ratelimit;
+mod revoke;
+mod rotation;
+mod socket;

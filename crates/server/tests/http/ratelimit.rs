@@ -1,0 +1,141 @@
+//! Login and token throttles: 429 with Retry-After, per account and per IP, recovering quickly.
+use crate::harness::*;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::Request;
+use latchkey_server::config::Rate;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tower::ServiceExt;
+
+fn rate(n: u32, secs: u64) -> Rate {
+    Rate {
+        per: Some((n, Duration::from_secs(secs))),
+    }
+}
+
+/// Sends a password grant as if from `ip`.
+async fn login_from(
+    app: &TestApp,
+    ip: [u8; 4],
+    username: &str,
+    password: &str,
+) -> (u16, Option<String>) {
+    let router = app
+        .router
+        .clone()
+        .layer(MockConnectInfo(SocketAddr::from((ip, 40000))));
+    let body = serde_urlencoded::to_string([
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password),
+        ("client_id", "spa"),
+    ])
+    .expect("form");
+    let request = Request::post("/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let response = router.oneshot(request).await.expect("infallible");
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (response.status().as_u16(), retry)
+}
+
+#[tokio::test]
+async fn per_account_throttle_spans_ips_and_names_a_wait() {
+    let mut config = test_config();
+    config.rate_limit.login_per_account = rate(3, 60);
+    let app = TestApp::with_config(config).await;
+    app.sign_up("alice").await;
+    for i in 0..3u8 {
+        assert_eq!(
+            login_from(&app, [10, 0, 0, i], "alice", "wrong password")
+                .await
+                .0,
+            400
+        );
+    }
+    let (status, retry) = login_from(&app, [10, 0, 0, 99], "ALICE", PASSWORD).await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!(
+        (1..=20).contains(&retry),
+        "one slot refills every 20 s: {retry}"
+    );
+    // Other accounts are unaffected.
+    app.sign_up("bob").await;
+    assert_eq!(
+        login_from(&app, [10, 0, 0, 1], "bob", PASSWORD).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn per_ip_throttle() {
+    let mut config = test_config();
+    config.rate_limit.login_per_ip = rate(3, 60);
+    let app = TestApp::with_config(config).await;
+    for i in 0..3 {
+        assert_eq!(
+            login_from(&app, [192, 0, 2, 1], &format!("user{i}"), "pw-guess-123")
+                .await
+                .0,
+            400
+        );
+    }
+    assert_eq!(
+        login_from(&app, [192, 0, 2, 1], "user9", "pw-guess-123")
+            .await
+            .0,
+        429
+    );
+    assert_eq!(
+        login_from(&app, [192, 0, 2, 2], "user9", "pw-guess-123")
+            .await
+            .0,
+        400,
+        "another IP is fine"
+    );
+}
+
+#[tokio::test]
+async fn an_attacker_cannot_lock_the_user_out_for_long() {
+    let mut config = test_config();
+    config.rate_limit.login_per_account = rate(4, 1); // one slot back every 250 ms
+    let app = TestApp::with_config(config).await;
+    app.sign_up("carol").await;
+    for _ in 0..8 {
+        login_from(&app, [203, 0, 113, 7], "carol", "guess-guess").await;
+    }
+    assert_eq!(
+        login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
+            .await
+            .0,
+        429
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
+            .await
+            .0,
+        200,
+        "the real user gets in once the attack stops"
+    );
+}
+
+#[tokio::test]
+async fn token_endpoint_throttle_covers_refreshes() {
+    let mut config = test_config();
+    config.rate_limit.token_per_ip = rate(5, 60);
+    let app = TestApp::with_config(config).await;
+    let mut pair = app.login("dora").await;
+    for _ in 0..4 {
+        pair = app.rotate(&pair.refresh).await;
+    }
+    let r = app.refresh(&pair.refresh).await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+}
