@@ -305,14 +305,13 @@ pub async fn revoke(
         .token
         .as_deref()
         .ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
-    if let Some(sid) = session_of_token(&state, token, &client).await? {
-        if state
+    if let Some(sid) = session_of_token(&state, token, &client).await?
+        && state
             .store
             .revoke_session(sid, RevokeReason::Logout, state.clock.now())
             .await?
-        {
-            tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");
-        }
+    {
+        tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");
     }
     let mut response = ().into_response();
     response

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: every crate's unit, conformance and HTTP tests.
+# Tests that need PostgreSQL or Redis read LATCHKEY_TEST_POSTGRES_URL / LATCHKEY_TEST_REDIS_URL;
+# this script starts those servers when it can. With LATCHKEY_REQUIRE_SERVICES=1 (CI) a missing
+# server fails the run instead of being skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if services=$(scripts/services.sh); then
+  eval "$services"
+else
+  if [ "${LATCHKEY_REQUIRE_SERVICES:-0}" = "1" ]; then
+    echo "test: PostgreSQL/Redis are required here (LATCHKEY_REQUIRE_SERVICES=1) but not reachable" >&2
+    exit 1
+  fi
+  echo "test: WARNING: PostgreSQL/Redis not reachable; tests that need them will be skipped" >&2
+fi
+
+cargo test --workspace --all-targets "$@"
