@@ -5,11 +5,14 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod auth;
+pub mod caller;
 pub mod clients;
 pub mod config;
+pub mod cookie;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod login;
 pub mod net;
 pub mod password;
 pub mod ratelimit;
@@ -21,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -44,6 +47,18 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(routes::discovery::jwks))
         .route("/v1/users", post(routes::accounts::sign_up))
         .route("/v1/me", get(routes::accounts::me))
+        .route("/v1/password", post(routes::accounts::change_password))
+        .route(
+            "/v1/session",
+            post(routes::session::login).get(routes::session::current).delete(routes::session::logout),
+        )
+        .route("/v1/sessions", get(routes::sessions::list))
+        .route("/v1/sessions/revoke-others", post(routes::sessions::revoke_others))
+        .route("/v1/sessions/{id}", delete(routes::sessions::revoke))
+        .route("/admin/v1/users/{id}/ban", post(routes::admin::ban))
+        .route("/admin/v1/users/{id}/unban", post(routes::admin::unban))
+        .route("/admin/v1/users/{id}/sessions", delete(routes::admin::revoke_sessions))
+        .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/revoke", post(routes::oauth::revoke))
         .fallback(|| async { ApiError::NotFound })
@@ -91,6 +106,9 @@ pub fn spawn_housekeeping(state: &AppState) {
 
 /// Serves `state` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    for warning in &state.warnings {
+        tracing::warn!("{warning}");
+    }
     spawn_housekeeping(&state);
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)

@@ -1,8 +1,10 @@
 //! Shared application state: config, store, clock, keys, password hasher, throttles.
 use crate::config::{ClientConfig, Config};
+use crate::cookie::CookieSettings;
 use crate::keys;
 use crate::password::Passwords;
 use crate::ratelimit::Throttles;
+use crate::routes::admin::AdminGate;
 use latchkey_core::{Clock, TokenPolicy};
 use latchkey_store::{Store, StoreError};
 use latchkey_tokens::{KeyRing, TokenError};
@@ -22,6 +24,13 @@ pub struct Inner {
     pub passwords: Passwords,
     pub throttles: Throttles,
     pub clients: HashMap<String, ClientConfig>,
+    pub cookie: CookieSettings,
+    pub allowed_origins: Vec<String>,
+    /// Cookie sessions record activity at most this often (not on every request).
+    pub touch_interval: time::Duration,
+    pub admin_gate: AdminGate,
+    /// Start-up warnings (e.g. the cookie losing its __Host- prefix), logged by `serve`.
+    pub warnings: Vec<String>,
     keyring: RwLock<Arc<KeyRing>>,
 }
 
@@ -57,6 +66,10 @@ impl AppState {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
+        let (cookie, cookie_warning) = CookieSettings::from_config(&config);
+        let idle = config.session.idle_timeout.as_time();
+        let touch_interval = (idle / 10_i32).min(time::Duration::seconds(60));
+        let config_allowed_origins = config.allowed_origins();
         Ok(Self(Arc::new(Inner {
             issuer: config.issuer(),
             throttles: Throttles::new(&config.rate_limit),
@@ -66,6 +79,11 @@ impl AppState {
             policy,
             passwords,
             clients,
+            cookie,
+            allowed_origins: config_allowed_origins,
+            touch_interval,
+            admin_gate: AdminGate::default(),
+            warnings: cookie_warning.into_iter().collect(),
             keyring: RwLock::new(Arc::new(keyring)),
         })))
     }

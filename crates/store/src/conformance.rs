@@ -37,6 +37,9 @@ macro_rules! store_conformance_tests {
             user_roundtrip, username_is_unique, password_and_ban_updates, updates_to_unknown_users_report_false,
             session_roundtrip_both_kinds, session_ids_are_unique_and_creation_is_atomic, live_sessions_exclude_revoked_and_expired,
             revoke_session_is_once_only, revoke_user_sessions_keeps_the_current_one, touch_never_moves_backwards,
+            touch_refuses_idle_revoked_and_expired_sessions,
+            concurrent_touches_never_resurrect,
+            rotation_records_activity,
             refresh_token_lookup, rotation_consumes_exactly_once, rotation_keeps_the_sealed_successor,
             rotation_refused_on_dead_family, rotation_race_has_one_winner, signing_keys_roundtrip
         );
@@ -336,16 +339,128 @@ pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
 
 pub async fn touch_never_moves_backwards(store: Arc<dyn Store>) {
     let (_, s, _) = family(store.as_ref()).await;
-    store
-        .touch_session(s.id, t0() + Duration::minutes(5))
-        .await
-        .expect("touch");
-    store
-        .touch_session(s.id, t0() + Duration::minutes(1))
-        .await
-        .expect("touch");
+    let long_ago = t0() - Duration::days(1);
+    assert!(
+        store
+            .touch_session(s.id, t0() + Duration::minutes(5), long_ago)
+            .await
+            .expect("touch")
+    );
+    assert!(
+        store
+            .touch_session(s.id, t0() + Duration::minutes(1), long_ago)
+            .await
+            .expect("touch")
+    );
     let got = store.session(s.id).await.expect("get").expect("exists");
     assert_eq!(got.last_seen_at, t0() + Duration::minutes(5));
+}
+
+pub async fn touch_refuses_idle_revoked_and_expired_sessions(store: Arc<dyn Store>) {
+    let (u, s, _) = family(store.as_ref()).await;
+    // Last seen at t0; with an idle cutoff at or after t0 the session is idle-expired.
+    assert!(
+        !store
+            .touch_session(s.id, t0() + Duration::hours(2), t0())
+            .await
+            .expect("touch")
+    );
+    assert_eq!(
+        store
+            .session(s.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .last_seen_at,
+        t0(),
+        "resurrected"
+    );
+    assert!(
+        store
+            .touch_session(s.id, t0() + Duration::hours(2), t0() - Duration::seconds(1))
+            .await
+            .expect("touch")
+    );
+    // Past its absolute end.
+    assert!(
+        !store
+            .touch_session(s.id, s.expires_at, t0())
+            .await
+            .expect("touch")
+    );
+    // Revoked, or unknown.
+    let (c, _) = cookie_session(u.id, t0());
+    store.create_session(&c, None).await.expect("create");
+    store
+        .revoke_session(c.id, RevokeReason::Logout, t0())
+        .await
+        .expect("revoke");
+    assert!(
+        !store
+            .touch_session(c.id, t0(), t0() - Duration::days(1))
+            .await
+            .expect("touch")
+    );
+    assert!(
+        !store
+            .touch_session(SessionId::new(), t0(), t0() - Duration::days(1))
+            .await
+            .expect("touch")
+    );
+}
+
+/// Requests racing an idle timeout: a session that was idle-expired at the write never comes
+/// back, whatever the interleaving.
+pub async fn concurrent_touches_never_resurrect(store: Arc<dyn Store>) {
+    let (_, s, _) = family(store.as_ref()).await;
+    let idle = Duration::minutes(30);
+    let late = t0() + idle + Duration::seconds(1);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let now = late + Duration::milliseconds(i);
+                store
+                    .touch_session(s.id, now, now - idle)
+                    .await
+                    .expect("touch")
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert!(
+            !t.await.expect("task"),
+            "an idle-expired session was touched alive"
+        );
+    }
+    assert_eq!(
+        store
+            .session(s.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .last_seen_at,
+        t0()
+    );
+}
+
+pub async fn rotation_records_activity(store: Arc<dyn Store>) {
+    let (_, s, first) = family(store.as_ref()).await;
+    let at = t0() + Duration::hours(3);
+    let (next, _) = new_token(&s, at);
+    store
+        .rotate_refresh_token(&first, &next, None, at)
+        .await
+        .expect("rotate");
+    assert_eq!(
+        store
+            .session(s.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .last_seen_at,
+        at
+    );
 }
 
 pub async fn refresh_token_lookup(store: Arc<dyn Store>) {

@@ -96,8 +96,16 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<Session>>;
-    /// Records activity (cookie idle timeout, sessions list).
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()>;
+    /// Records activity at `now`, but only if the session is still alive: unrevoked, before its
+    /// absolute end, and last seen after `idle_cutoff` (now minus the idle timeout). Returns
+    /// whether it was alive. The check and the write are one step, so two requests racing an
+    /// idle timeout can never resurrect an expired session.
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// Revokes one session; returns false if it was unknown or already revoked.
     async fn revoke_session(
         &self,
@@ -120,8 +128,8 @@ pub trait Store: Send + Sync + 'static {
         hash: &SecretHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Atomically: if `presented` is unconsumed and its session is live at `now`, mark it
-    /// consumed (keeping `sealed_successor`, if any, for the grace window) and insert
-    /// `successor`. Of any number of concurrent calls for one token, at most one rotates.
+    /// consumed (keeping `sealed_successor`, if any, for the grace window), insert `successor`
+    /// and record `now` as the session's last activity. Of any number of concurrent calls for one token, at most one rotates.
     async fn rotate_refresh_token(
         &self,
         presented: &SecretHash,

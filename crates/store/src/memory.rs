@@ -147,11 +147,19 @@ impl Store for MemoryStore {
         Ok(sessions)
     }
 
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()> {
-        if let Some(s) = self.lock().sessions.get_mut(&id) {
-            s.last_seen_at = s.last_seen_at.max(now);
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        match self.lock().sessions.get_mut(&id) {
+            Some(s) if s.is_live(now) && s.last_seen_at > idle_cutoff => {
+                s.last_seen_at = s.last_seen_at.max(now);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn revoke_session(
@@ -236,6 +244,9 @@ impl Store for MemoryStore {
         inner
             .refresh_tokens
             .insert(successor.hash, new_stored(successor));
+        if let Some(s) = inner.sessions.get_mut(&successor.session_id) {
+            s.last_seen_at = s.last_seen_at.max(now);
+        }
         Ok(RotateOutcome::Rotated)
     }
 

@@ -297,14 +297,24 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?")
-            .bind(to_nanos(now))
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = max(last_seen_at, ?) \
+             WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND last_seen_at > ?",
+        )
+        .bind(to_nanos(now))
+        .bind(id.to_string())
+        .bind(to_nanos(now))
+        .bind(to_nanos(idle_cutoff))
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn revoke_session(
@@ -414,6 +424,12 @@ impl Store for SqliteStore {
             return Ok(RotateOutcome::NotRotated);
         }
         insert_refresh_token(&mut tx, successor).await?;
+        sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?")
+            .bind(to_nanos(now))
+            .bind(successor.session_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(RotateOutcome::Rotated)
     }

@@ -97,9 +97,14 @@ impl Store for FlakyStore {
         self.read()?;
         self.inner.live_sessions_of_user(user, now).await
     }
-    async fn touch_session(&self, id: SessionId, now: OffsetDateTime) -> StoreResult<()> {
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<bool> {
         self.write()?;
-        self.inner.touch_session(id, now).await
+        self.inner.touch_session(id, now, idle_cutoff).await
     }
     async fn revoke_session(
         &self,

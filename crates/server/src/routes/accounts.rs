@@ -1,5 +1,5 @@
 //! Sign-up and "who am I".
-use crate::auth::BearerSession;
+use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::JsonBody;
 use crate::net::ClientInfo;
@@ -8,7 +8,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use latchkey_core::{User, UserId, Username};
+use latchkey_core::{RevokeReason, User, UserId, Username};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -65,7 +65,7 @@ pub async fn sign_up(
     ))
 }
 
-pub async fn me(State(state): State<AppState>, caller: BearerSession) -> ApiResult<Json<Value>> {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let user = state
         .store
         .user_by_id(caller.session.user_id)
@@ -76,4 +76,53 @@ pub async fn me(State(state): State<AppState>, caller: BearerSession) -> ApiResu
         "username": user.username,
         "session_id": caller.session.id.to_string(),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    current_password: String,
+    new_password: String,
+}
+
+/// POST /v1/password: needs the current password; ends every other session of the user.
+pub async fn change_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let user = state
+        .store
+        .user_by_id(caller.session.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
+    // The current password is a login in disguise: same throttle.
+    state.throttles.login_per_account.check(&user.username)?;
+    if !state
+        .passwords
+        .verify(&body.current_password, Some(&user.password_hash))
+        .await?
+    {
+        tracing::info!(target: "latchkey::security", user_id = %user.id, "password change refused: wrong current password");
+        return Err(ApiError::Forbidden(
+            "the current password is incorrect".into(),
+        ));
+    }
+    let new = state
+        .passwords
+        .normalize_new(&body.new_password)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let hash = state.passwords.hash(new).await?;
+    state.store.set_password_hash(user.id, &hash).await?;
+    let revoked = state
+        .store
+        .revoke_user_sessions(
+            user.id,
+            Some(caller.session.id),
+            RevokeReason::PasswordChanged,
+            state.clock.now(),
+        )
+        .await?;
+    tracing::info!(target: "latchkey::security", user_id = %user.id, revoked = revoked.len(), "password changed; other sessions revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@ use crate::clients::{self, Presented};
 use crate::config::ClientConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::OAuthBody;
+use crate::login::{LoginRefused, check_credentials};
 use crate::net::ClientInfo;
 use crate::state::AppState;
 use axum::Json;
@@ -12,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{
-    NewRefreshToken, Presentation, RevokeReason, Secret, Session, SessionId, SessionKind, Username,
+    NewRefreshToken, Presentation, RevokeReason, Secret, Session, SessionId, SessionKind,
     judge_presentation, open_successor, seal_successor,
 };
 use latchkey_store::RotateOutcome;
@@ -91,34 +92,17 @@ async fn password_grant(
         ));
     };
     let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
-    state.throttles.login_per_ip.check(&peer.ip)?;
-    let normalized = Username::parse(username).ok();
-    // Throttle by the normalised name so look-alike spellings share one bucket.
-    let account_key = normalized.as_ref().map_or(username, |u| u.as_str());
-    state.throttles.login_per_account.check(account_key)?;
-
-    let user = match &normalized {
-        Some(name) => state.store.user_by_username(name.as_str()).await?,
-        None => None,
-    };
-    // Unknown users are verified against a dummy hash: same cost as a wrong password.
-    let ok = state
-        .passwords
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-        .await?;
-    let user = match user {
-        Some(user) if ok => user,
-        _ => {
-            tracing::info!(target: "latchkey::security", client_id = %client.id, ip = %peer.ip, "login failed");
+    let user = match check_credentials(state, peer, username, password).await? {
+        Ok(user) => user,
+        Err(LoginRefused::BadCredentials) => {
             return Err(ApiError::InvalidGrant(
                 "the username or password is incorrect".into(),
             ));
         }
+        Err(LoginRefused::Banned) => {
+            return Err(ApiError::InvalidGrant("this account is banned".into()));
+        }
     };
-    if user.is_banned() {
-        tracing::info!(target: "latchkey::security", user_id = %user.id, "login refused: account banned");
-        return Err(ApiError::InvalidGrant("this account is banned".into()));
-    }
 
     let now = state.clock.now();
     let session = Session {

@@ -1,0 +1,159 @@
+//! Who is calling, by cookie session or Bearer access token, with CSRF defence for
+//! cookie-authenticated state changes.
+use crate::auth::{bearer_token, verify_access_token};
+use crate::config::origin_of;
+use crate::cookie::csrf_token_for;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use latchkey_core::{Secret, Session, SessionKind};
+use subtle::ConstantTimeEq;
+
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    Cookie,
+    Bearer,
+}
+
+/// An authenticated caller and the live session it came with.
+pub struct Caller {
+    pub session: Session,
+    pub kind: AuthKind,
+    /// Cookie mode: the presented secret (to derive the CSRF token from).
+    pub cookie_secret: Option<Secret>,
+}
+
+/// A caller authenticated by the session cookie only (the cookie-mode endpoints).
+pub struct CookieCaller(pub Caller);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // An explicit Bearer token wins; a browser cannot attach one cross-site.
+        if let Some(token) = bearer_token(parts) {
+            let bearer = verify_access_token(state, token).await?;
+            return Ok(Caller {
+                session: bearer.session,
+                kind: AuthKind::Bearer,
+                cookie_secret: None,
+            });
+        }
+        Ok(CookieCaller::from_request_parts(parts, state).await?.0)
+    }
+}
+
+impl FromRequestParts<AppState> for CookieCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = state
+            .cookie
+            .read(&parts.headers)
+            .map_err(|()| ApiError::Unauthorized("the session cookie is invalid"))?
+            .ok_or(ApiError::Unauthorized("authentication is required"))?;
+        let session = authenticate_cookie(state, &secret).await?;
+        if !is_safe(&parts.method) {
+            check_csrf(state, &parts.headers, &session)?;
+        }
+        Ok(CookieCaller(Caller {
+            session,
+            kind: AuthKind::Cookie,
+            cookie_secret: Some(secret),
+        }))
+    }
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The live cookie session for a presented secret, enforcing idle and absolute timeouts and
+/// recording activity at most every `touch_interval`.
+pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Session, ApiError> {
+    let unauthorized = ApiError::Unauthorized("the session has ended; log in again");
+    let session =
+        state
+            .store
+            .session_by_secret(&secret.hash())
+            .await?
+            .ok_or(ApiError::Unauthorized(
+                "the session has ended; log in again",
+            ))?;
+    let now = state.clock.now();
+    let idle_cutoff = now - state.config.session.idle_timeout.as_time();
+    if session.kind != SessionKind::Cookie
+        || !session.is_live(now)
+        || session.last_seen_at <= idle_cutoff
+    {
+        return Err(unauthorized);
+    }
+    // The touch re-checks liveness in the same write, so a racing request can't revive it.
+    if now - session.last_seen_at >= state.touch_interval
+        && !state
+            .store
+            .touch_session(session.id, now, idle_cutoff)
+            .await?
+    {
+        return Err(unauthorized);
+    }
+    Ok(session)
+}
+
+/// Origin / Sec-Fetch-Site checks alone: for login, where there is no session yet.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        return Err(ApiError::CsrfFailed("cross-site requests are refused"));
+    }
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("null");
+        // `null` (sandboxed frames, some redirects) is never an allowed origin.
+        let allowed = origin != "null"
+            && origin_of(origin).as_deref() == Some(origin)
+            && state.allowed_origins.iter().any(|a| a == origin);
+        if !allowed {
+            return Err(ApiError::CsrfFailed("the request's Origin is not allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// Full CSRF defence for a cookie-authenticated state change: origin checks plus the
+/// synchronizer token in `X-CSRF-Token`, compared in constant time against the stored hash.
+pub fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+) -> Result<(), ApiError> {
+    check_origin(state, headers)?;
+    let presented = headers
+        .get(CSRF_HEADER)
+        .ok_or(ApiError::CsrfFailed("the X-CSRF-Token header is required"))?;
+    let invalid = ApiError::CsrfFailed("the CSRF token is invalid");
+    let presented = presented
+        .to_str()
+        .ok()
+        .and_then(Secret::parse)
+        .ok_or(ApiError::CsrfFailed("the CSRF token is invalid"))?;
+    let expected = session
+        .csrf_hash
+        .ok_or(ApiError::CsrfFailed("the CSRF token is invalid"))?;
+    if bool::from(presented.hash().as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(invalid)
+    }
+}
+
+impl Caller {
+    /// The CSRF token to hand back to a cookie caller.
+    pub fn csrf_token(&self) -> Option<String> {
+        self.cookie_secret
+            .as_ref()
+            .map(|s| csrf_token_for(s).to_text())
+    }
+}
