@@ -108,6 +108,8 @@ pub enum RevokeReason {
     PasswordChanged,
     Banned,
     Admin,
+    /// A cookie session found past its idle timeout (recorded so it can never come back).
+    IdleTimeout,
 }
 
 impl RevokeReason {
@@ -119,6 +121,7 @@ impl RevokeReason {
             RevokeReason::PasswordChanged => "password_changed",
             RevokeReason::Banned => "banned",
             RevokeReason::Admin => "admin",
+            RevokeReason::IdleTimeout => "idle_timeout",
         }
     }
 
@@ -130,6 +133,7 @@ impl RevokeReason {
             "password_changed" => RevokeReason::PasswordChanged,
             "banned" => RevokeReason::Banned,
             "admin" => RevokeReason::Admin,
+            "idle_timeout" => RevokeReason::IdleTimeout,
             _ => return None,
         })
     }

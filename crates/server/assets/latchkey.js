@@ -32,8 +32,8 @@ function errorText(result) {
 }
 
 async function loginPage() {
-  const current = await api("GET", "/v1/session");
-  if (current.status === 200) { location.replace("/account"); return; }
+  // The handler goes on first: a submit before it is attached would be the browser's own
+  // (a GET with the password in the URL).
   document.getElementById("login-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const result = await api("POST", "/v1/session", {
@@ -42,6 +42,8 @@ async function loginPage() {
     });
     if (result.status === 200) { location.assign("/account"); } else { show(errorText(result)); }
   });
+  const current = await api("GET", "/v1/session");
+  if (current.status === 200) location.replace("/account");
 }
 
 function cell(text) {

@@ -8,7 +8,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
-use latchkey_core::{Secret, Session, SessionKind};
+use latchkey_core::{RevokeReason, Secret, Session, SessionKind};
 use subtle::ConstantTimeEq;
 
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -54,7 +54,7 @@ impl FromRequestParts<AppState> for CookieCaller {
         let secret = state
             .cookie
             .read(&parts.headers)
-            .map_err(|()| ApiError::Unauthorized("the session cookie is invalid"))?
+            .map_err(|_| ApiError::Unauthorized("the session cookie is invalid"))?
             .ok_or(ApiError::Unauthorized("authentication is required"))?;
         let session = authenticate_cookie(state, &secret).await?;
         if !is_safe(&parts.method) {
@@ -86,10 +86,18 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
             ))?;
     let now = state.clock.now();
     let idle_cutoff = now - state.config.session.idle_timeout.as_time();
-    if session.kind != SessionKind::Cookie
-        || !session.is_live(now)
-        || session.last_seen_at <= idle_cutoff
-    {
+    if session.kind != SessionKind::Cookie || !session.is_live(now) {
+        return Err(unauthorized);
+    }
+    if session.last_seen_at <= idle_cutoff {
+        // Record the end, so the session stays dead whatever any clock says later.
+        if let Err(e) = state
+            .store
+            .revoke_session(session.id, RevokeReason::IdleTimeout, now)
+            .await
+        {
+            tracing::warn!(error = %e, sid = %session.id, "could not record an idle timeout");
+        }
         return Err(unauthorized);
     }
     // The touch re-checks liveness in the same write, so a racing request can't revive it.

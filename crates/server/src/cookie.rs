@@ -12,6 +12,11 @@ pub fn csrf_token_for(cookie_secret: &Secret) -> Secret {
     cookie_secret.derive(CSRF_LABEL)
 }
 
+/// The session cookie was malformed or duplicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session cookie is malformed or duplicated")]
+pub struct BadCookie;
+
 #[derive(Debug, Clone)]
 pub struct CookieSettings {
     pub name: &'static str,
@@ -84,9 +89,9 @@ impl CookieSettings {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// The session secret from the request's cookies: `Ok(None)` without our cookie,
-    /// `Err(())` when it is malformed or sent more than once (never guess which one is real).
-    pub fn read(&self, headers: &HeaderMap) -> Result<Option<Secret>, ()> {
+    /// The session secret from the request's cookies: `Ok(None)` without our cookie, an error
+    /// when it is malformed or sent more than once (never guess which one is real).
+    pub fn read(&self, headers: &HeaderMap) -> Result<Option<Secret>, BadCookie> {
         let mut found: Option<&str> = None;
         for value in headers.get_all(header::COOKIE) {
             let Ok(value) = value.to_str() else { continue };
@@ -96,7 +101,7 @@ impl CookieSettings {
                 };
                 if name.trim() == self.name {
                     if found.is_some() {
-                        return Err(());
+                        return Err(BadCookie);
                     }
                     found = Some(val.trim().trim_matches('"'));
                 }
@@ -104,7 +109,7 @@ impl CookieSettings {
         }
         match found {
             None => Ok(None),
-            Some(text) => Secret::parse(text).map(Some).ok_or(()),
+            Some(text) => Secret::parse(text).map(Some).ok_or(BadCookie),
         }
     }
 }

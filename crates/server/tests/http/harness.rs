@@ -310,3 +310,102 @@ pub fn jwt_part(token: &str, index: usize) -> Value {
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON")
 }
+
+/// A logged-in browser, as far as the server can tell: the cookie and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Browser {
+    pub cookie: String,
+    pub csrf: String,
+    pub sid: String,
+}
+
+pub const ORIGIN: &str = "http://127.0.0.1:8080";
+
+impl TestApp {
+    /// Sends `method path` with extra headers and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        json: Option<&Value>,
+    ) -> Response {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let body = match json {
+            Some(v) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("request")).await
+    }
+
+    pub async fn cookie_login_response(
+        &self,
+        username: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        self.call(
+            "POST",
+            "/v1/session",
+            headers,
+            Some(&serde_json::json!({"username": username, "password": password})),
+        )
+        .await
+    }
+
+    /// Logs an existing user in with cookie mode.
+    pub async fn browser_login(&self, username: &str) -> Browser {
+        let r = self
+            .cookie_login_response(username, PASSWORD, &[("origin", ORIGIN)])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        let set_cookie = r.header("set-cookie").expect("Set-Cookie").to_string();
+        let cookie = set_cookie.split(';').next().expect("pair").to_string();
+        let body = r.json();
+        Browser {
+            cookie,
+            csrf: body["csrf_token"].as_str().expect("csrf_token").to_string(),
+            sid: body["session"]["id"].as_str().expect("id").to_string(),
+        }
+    }
+
+    /// A request as the browser would send it: cookie, same-origin, CSRF token.
+    pub async fn as_browser(
+        &self,
+        b: &Browser,
+        method: &str,
+        path: &str,
+        json: Option<&Value>,
+    ) -> Response {
+        self.call(
+            method,
+            path,
+            &[
+                ("cookie", &b.cookie),
+                ("origin", ORIGIN),
+                ("sec-fetch-site", "same-origin"),
+                ("x-csrf-token", &b.csrf),
+            ],
+            json,
+        )
+        .await
+    }
+
+    /// Only the cookie: what a cross-site forgery could make a browser send.
+    pub async fn with_cookie_only(
+        &self,
+        b: &Browser,
+        method: &str,
+        path: &str,
+        json: Option<&Value>,
+    ) -> Response {
+        self.call(method, path, &[("cookie", &b.cookie)], json)
+            .await
+    }
+}

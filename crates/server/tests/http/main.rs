@@ -5,6 +5,9 @@
 mod harness;
 
 mod accounts;
+mod admin;
+mod browser;
+mod cookie_mode;
 mod discovery;
 mod faults;
 mod interop;
@@ -12,4 +15,5 @@ mod oauth_token;
 mod ratelimit;
 mod revoke;
 mod rotation;
+mod sessions;
 mod socket;
