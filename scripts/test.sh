@@ -3,6 +3,9 @@
 # Tests that need PostgreSQL or Redis read LATCHKEY_TEST_POSTGRES_URL / LATCHKEY_TEST_REDIS_URL;
 # this script starts those servers when it can. With LATCHKEY_REQUIRE_SERVICES=1 (CI) a missing
 # server fails the run instead of being skipped.
+# The browser test (crates/server/tests/http/browser.rs) needs /usr/bin/chromium and
+# /usr/bin/chromedriver (apt-get install chromium chromium-driver) and is skipped without them,
+# unless LATCHKEY_REQUIRE_BROWSER=1 (CI), where it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -139,6 +139,31 @@ impl RevokeReason {
     }
 }
 
+/// A revocation as the store applies it: why, when, and how long access tokens issued up to
+/// now may live (so the revocation feed knows how long to keep the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub reason: RevokeReason,
+    pub at: OffsetDateTime,
+    pub access_ttl: time::Duration,
+}
+
+impl Revocation {
+    /// When the last access token of `session` can expire: never after the session's end.
+    pub fn feed_expiry(&self, session_expires_at: OffsetDateTime) -> OffsetDateTime {
+        (self.at + self.access_ttl).min(session_expires_at)
+    }
+}
+
+/// An entry of the revocation feed: session `sid` was revoked; its access tokens may be live
+/// until `exp`. Cursors grow strictly and become visible in increasing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevocationEvent {
+    pub cursor: i64,
+    pub sid: SessionId,
+    pub exp: OffsetDateTime,
+}
+
 /// One login. Cookie sessions and token families are both sessions, listed and revoked alike.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {

@@ -72,8 +72,17 @@ struct Target {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkey-loadtest: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let (load, results) = match cli.command {
         Command::Baseline(load) => (load.clone(), vec![baseline(&load).await?]),
         Command::Rotations(t) => (
@@ -143,6 +152,17 @@ fn http_client() -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// A transport error with its causes ("error sending request: connection refused").
+fn transport(e: reqwest::Error) -> String {
+    let mut text = format!("transport: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// The status and (truncated) body of a refused request, for the error samples.
 async fn refusal(response: reqwest::Response) -> String {
     let status = response.status();
@@ -162,10 +182,7 @@ async fn expect_json(request: reqwest::RequestBuilder, status: u16) -> Result<Va
     if response.status().as_u16() != status {
         return Err(refusal(response).await);
     }
-    response
-        .json()
-        .await
-        .map_err(|e| format!("reading body: {e}"))
+    response.json().await.map_err(transport)
 }
 
 /// The password grant; returns the token response.
@@ -219,12 +236,11 @@ impl Worker {
     async fn step(&mut self) -> Result<(), String> {
         match self {
             Worker::Hello { http, url } => {
-                let response = http.get(url.as_str()).send().await;
-                let response = response.map_err(|e| format!("transport: {e}"))?;
+                let response = http.get(url.as_str()).send().await.map_err(transport)?;
                 if !response.status().is_success() {
                     return Err(refusal(response).await);
                 }
-                response.bytes().await.map_err(|e| e.to_string())?;
+                response.bytes().await.map_err(transport)?;
                 Ok(())
             }
             Worker::Rotate {

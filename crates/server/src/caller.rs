@@ -93,7 +93,7 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
         // Record the end, so the session stays dead whatever any clock says later.
         if let Err(e) = state
             .store
-            .revoke_session(session.id, RevokeReason::IdleTimeout, now)
+            .revoke_session(session.id, &state.revocation(RevokeReason::IdleTimeout))
             .await
         {
             tracing::warn!(error = %e, sid = %session.id, "could not record an idle timeout");

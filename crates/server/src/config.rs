@@ -34,6 +34,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub password: PasswordConfig,
     pub rate_limit: RateLimitConfig,
+    pub keys: KeysConfig,
     pub clients: Vec<ClientConfig>,
     pub bff: BffConfig,
     pub log: LogConfig,
@@ -56,6 +57,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             password: PasswordConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            keys: KeysConfig::default(),
             clients: Vec::new(),
             bff: BffConfig::default(),
             log: LogConfig::default(),
@@ -148,6 +150,25 @@ impl Default for RateLimitConfig {
             login_per_account: Rate::per_minute(10),
             login_per_ip: Rate::per_minute(30),
             token_per_ip: Rate::per_minute(120),
+        }
+    }
+}
+
+/// Signing-key rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Rotate automatically this long after the newest key was created; `0s` = only on demand.
+    pub rotate_every: Ttl,
+    /// A new key is published this long before it signs anything.
+    pub publish_delay: Ttl,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            rotate_every: Ttl::days(30),
+            publish_delay: Ttl::mins(2),
         }
     }
 }
@@ -413,6 +434,9 @@ const KNOWN_KEYS: &[&str] = &[
     "password.argon2_memory_kib",
     "password.argon2_iterations",
     "password.argon2_parallelism",
+    "keys",
+    "keys.rotate_every",
+    "keys.publish_delay",
     "rate_limit",
     "rate_limit.login_per_account",
     "rate_limit.login_per_ip",
@@ -811,6 +835,36 @@ mod tests {
             c.admin_token.as_ref().map(Redacted::expose),
             Some("super-secret-admin-token")
         );
+    }
+
+    /// Every key of the config structure can be set by an environment variable.
+    #[test]
+    fn known_keys_cover_the_whole_structure() {
+        fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+            if let serde_json::Value::Object(map) = value {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.push(key.clone());
+                    walk(&key, v, out);
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        walk(
+            "",
+            &serde_json::to_value(Config::default()).expect("serialises"),
+            &mut keys,
+        );
+        for key in keys {
+            assert!(
+                KNOWN_KEYS.contains(&key.as_str()),
+                "{key} missing from KNOWN_KEYS"
+            );
+        }
     }
 
     #[test]

@@ -1,62 +1,230 @@
-//! Signing keys live in the store (the only secret kept as such). The first start generates
-//! one; every instance signs with the newest key of the configured algorithm.
-use crate::state::StartError;
+//! Signing keys live in the store (the only secret kept as such).
+//!
+//! Lifecycle of a key: created and published in the JWKS at once; signs only from its
+//! `activates_at` (`keys.publish_delay` after a rotation), so verifiers that cache the JWKS
+//! see it before any token made with it; superseded when a newer key activates; deleted once
+//! every token it signed has expired. Every instance reloads the key set periodically, so a
+//! rotation made anywhere reaches all of them.
+use crate::state::{AppState, StartError};
 use latchkey_store::{Store, StoreError, StoredKey};
 use latchkey_tokens::{Algorithm, KeyRing, SigningKey};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
+/// How often each instance reloads the key set (and rotates or retires keys when due).
+pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Extra time a superseded key stays published beyond the access-token lifetime, to cover
+/// instance reload lag and verifier clock skew.
+const RETIRE_MARGIN: Duration = Duration::minutes(2);
+
+/// Loads the key set, generating the first key (active at once) when there is none of the
+/// configured algorithm.
 pub async fn load_or_create(
     store: &dyn Store,
     algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> Result<KeyRing, StartError> {
-    let mut keys = load(store).await?;
-    if !keys.iter().any(|k| k.algorithm() == algorithm) {
+    let mut stored = store.signing_keys().await?;
+    if !stored.iter().any(|k| k.algorithm == algorithm.as_str()) {
         let key = SigningKey::generate(algorithm, now)?;
-        match store.insert_signing_key(&to_stored(&key)).await {
+        match store.insert_signing_key(&to_stored(&key, now)).await {
             // Another instance generated one at the same moment: use the stored set.
             Ok(()) | Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
         tracing::info!(kid = key.kid(), algorithm = %algorithm, "generated signing key");
-        keys = load(store).await?;
+        stored = store.signing_keys().await?;
     }
-    let signing_kid = keys
-        .iter()
-        .rev()
-        .find(|k| k.algorithm() == algorithm)
-        .map(|k| k.kid().to_string())
-        .ok_or_else(|| StartError::Other("no signing key of the configured algorithm".into()))?;
-    Ok(KeyRing::new(keys, &signing_kid)?)
+    ring_from(&stored, algorithm, now)
 }
 
-async fn load(store: &dyn Store) -> Result<Vec<SigningKey>, StartError> {
-    store
-        .signing_keys()
-        .await?
-        .into_iter()
+/// The ring of every stored key, signing with the newest active key of `algorithm`.
+fn ring_from(
+    stored: &[StoredKey],
+    algorithm: Algorithm,
+    now: OffsetDateTime,
+) -> Result<KeyRing, StartError> {
+    let signing_kid = signing_key(stored, algorithm, now)
+        .map(|k| k.kid.clone())
+        .ok_or_else(|| StartError::Other(format!("no active {algorithm} signing key")))?;
+    let keys = stored
+        .iter()
         .map(|k| {
-            let algorithm: Algorithm = k.algorithm.parse().map_err(|_| {
+            let alg: Algorithm = k.algorithm.parse().map_err(|_| {
                 StartError::Other(format!(
                     "stored key {} has unknown algorithm {:?}",
                     k.kid, k.algorithm
                 ))
             })?;
             Ok(SigningKey::from_stored(
-                k.kid,
-                algorithm,
+                k.kid.clone(),
+                alg,
                 &k.private_der,
                 k.created_at,
             )?)
         })
-        .collect()
+        .collect::<Result<Vec<_>, StartError>>()?;
+    Ok(KeyRing::new(keys, &signing_kid)?)
 }
 
-fn to_stored(key: &SigningKey) -> StoredKey {
+/// Newest key of `algorithm` that is active at `now`; if none is active yet (only pending
+/// keys), the oldest of them, so a fresh deployment can always sign.
+fn signing_key(
+    stored: &[StoredKey],
+    algorithm: Algorithm,
+    now: OffsetDateTime,
+) -> Option<&StoredKey> {
+    let mut of_alg: Vec<&StoredKey> = stored
+        .iter()
+        .filter(|k| k.algorithm == algorithm.as_str())
+        .collect();
+    of_alg.sort_by_key(|k| (k.activates_at, k.created_at));
+    of_alg
+        .iter()
+        .rev()
+        .find(|k| k.activates_at <= now)
+        .or_else(|| of_alg.first())
+        .copied()
+}
+
+fn to_stored(key: &SigningKey, activates_at: OffsetDateTime) -> StoredKey {
     StoredKey {
         kid: key.kid().to_string(),
         algorithm: key.algorithm().to_string(),
         private_der: key.private_pkcs8_der().to_vec(),
         created_at: key.created_at(),
+        activates_at,
+    }
+}
+
+/// Creates a new key of the configured algorithm: published now, signing after
+/// `keys.publish_delay`. Returns its kid.
+pub async fn rotate(state: &AppState) -> Result<String, StartError> {
+    let now = state.clock.now();
+    let key = SigningKey::generate(state.config.access_token.algorithm, now)?;
+    let activates_at = now + state.config.keys.publish_delay.as_time();
+    state
+        .store
+        .insert_signing_key(&to_stored(&key, activates_at))
+        .await?;
+    tracing::warn!(target: "latchkey::security", kid = key.kid(), %activates_at, "signing key rotated");
+    reload(state).await?;
+    Ok(key.kid().to_string())
+}
+
+/// Reloads the key set from the store, rotating when `keys.rotate_every` has passed since the
+/// newest key was created, and deleting keys whose tokens have all expired.
+pub async fn reload(state: &AppState) -> Result<(), StartError> {
+    let now = state.clock.now();
+    let algorithm = state.config.access_token.algorithm;
+    let stored = state.store.signing_keys().await?;
+    let rotate_every = state.config.keys.rotate_every.as_time();
+    let newest = stored
+        .iter()
+        .filter(|k| k.algorithm == algorithm.as_str())
+        .map(|k| k.created_at)
+        .max();
+    if rotate_every > Duration::ZERO && newest.is_some_and(|created| now - created >= rotate_every)
+    {
+        // `rotate` reloads again once the new key is stored.
+        return Box::pin(rotate(state)).await.map(|_| ());
+    }
+    for kid in retired(&stored, algorithm, now, state.policy.access_ttl) {
+        if state.store.delete_signing_key(&kid).await? {
+            tracing::info!(kid = %kid, "retired signing key removed from the JWKS");
+        }
+    }
+    let stored = state.store.signing_keys().await?;
+    state.set_keyring(ring_from(&stored, algorithm, now)?);
+    Ok(())
+}
+
+/// Keys that no token still alive can have been signed with: superseded (a newer key of any
+/// algorithm became the signer) more than the access-token lifetime ago.
+fn retired(
+    stored: &[StoredKey],
+    algorithm: Algorithm,
+    now: OffsetDateTime,
+    access_ttl: Duration,
+) -> Vec<String> {
+    let Some(current) = signing_key(stored, algorithm, now) else {
+        return Vec::new();
+    };
+    stored
+        .iter()
+        .filter(|k| k.kid != current.kid && k.activates_at < current.activates_at)
+        .filter(|_| now - current.activates_at > access_ttl + RETIRE_MARGIN)
+        .map(|k| k.kid.clone())
+        .collect()
+}
+
+/// Reloads keys every [`RELOAD_INTERVAL`] for the life of the runtime.
+pub fn spawn_reloader(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = reload(&state).await {
+                tracing::warn!(error = %e, "reloading signing keys failed; keeping the current set");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kid: &str, alg: &str, activates_in_min: i64) -> StoredKey {
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("valid");
+        StoredKey {
+            kid: kid.into(),
+            algorithm: alg.into(),
+            private_der: Vec::new(),
+            created_at: t0,
+            activates_at: t0 + Duration::minutes(activates_in_min),
+        }
+    }
+
+    fn at(min: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("valid") + Duration::minutes(min)
+    }
+
+    #[test]
+    fn a_pending_key_does_not_sign_until_it_activates() {
+        let keys = vec![key("old", "EdDSA", 0), key("new", "EdDSA", 5)];
+        assert_eq!(
+            signing_key(&keys, Algorithm::EdDSA, at(4)).map(|k| k.kid.as_str()),
+            Some("old")
+        );
+        assert_eq!(
+            signing_key(&keys, Algorithm::EdDSA, at(5)).map(|k| k.kid.as_str()),
+            Some("new")
+        );
+        // Only a pending key: it signs rather than nothing.
+        assert_eq!(
+            signing_key(&keys[1..], Algorithm::EdDSA, at(0)).map(|k| k.kid.as_str()),
+            Some("new")
+        );
+        assert!(signing_key(&keys, Algorithm::ES256, at(9)).is_none());
+    }
+
+    #[test]
+    fn a_superseded_key_retires_after_the_longest_token_lifetime() {
+        let keys = vec![key("old", "EdDSA", 0), key("new", "EdDSA", 5)];
+        let ttl = Duration::minutes(15);
+        assert!(
+            retired(&keys, Algorithm::EdDSA, at(4), ttl).is_empty(),
+            "old still signs"
+        );
+        assert!(
+            retired(&keys, Algorithm::EdDSA, at(5 + 15), ttl).is_empty(),
+            "tokens of old may live"
+        );
+        assert_eq!(
+            retired(&keys, Algorithm::EdDSA, at(5 + 15 + 3), ttl),
+            vec!["old".to_string()]
+        );
     }
 }

@@ -110,6 +110,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         tracing::warn!("{warning}");
     }
     spawn_housekeeping(&state);
+    keys::spawn_reloader(&state);
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())

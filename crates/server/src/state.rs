@@ -5,7 +5,7 @@ use crate::keys;
 use crate::password::Passwords;
 use crate::ratelimit::Throttles;
 use crate::routes::admin::AdminGate;
-use latchkey_core::{Clock, TokenPolicy};
+use latchkey_core::{Clock, Revocation, RevokeReason, TokenPolicy};
 use latchkey_store::{Store, StoreError};
 use latchkey_tokens::{KeyRing, TokenError};
 use std::collections::HashMap;
@@ -86,6 +86,15 @@ impl AppState {
             warnings: cookie_warning.into_iter().collect(),
             keyring: RwLock::new(Arc::new(keyring)),
         })))
+    }
+
+    /// A revocation happening now, for the store (and the revocation feed).
+    pub fn revocation(&self, reason: RevokeReason) -> Revocation {
+        Revocation {
+            reason,
+            at: self.clock.now(),
+            access_ttl: self.policy.access_ttl,
+        }
     }
 
     /// The current key ring (cheap: an `Arc` clone).

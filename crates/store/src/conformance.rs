@@ -5,8 +5,8 @@
 //! becomes one `#[tokio::test]`.
 use crate::{RotateOutcome, Store, StoreError, StoredKey};
 use latchkey_core::{
-    NewRefreshToken, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind, User,
-    UserId,
+    NewRefreshToken, Revocation, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind,
+    User, UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -41,7 +41,9 @@ macro_rules! store_conformance_tests {
             concurrent_touches_never_resurrect,
             rotation_records_activity,
             refresh_token_lookup, rotation_consumes_exactly_once, rotation_keeps_the_sealed_successor,
-            rotation_refused_on_dead_family, rotation_race_has_one_winner, signing_keys_roundtrip
+            rotation_refused_on_dead_family, rotation_race_has_one_winner, signing_keys_roundtrip,
+            revocations_feed_the_log, feed_follower_misses_nothing_under_concurrent_revocations,
+            users_are_listed_in_pages, purge_removes_only_what_can_no_longer_matter
         );
     };
 }
@@ -59,6 +61,15 @@ macro_rules! __store_conformance_cases {
             }
         )*
     };
+}
+
+/// A revocation with the default 15-minute access-token lifetime.
+fn rev(reason: RevokeReason, at: OffsetDateTime) -> Revocation {
+    Revocation {
+        reason,
+        at,
+        access_ttl: Duration::minutes(15),
+    }
 }
 
 fn t0() -> OffsetDateTime {
@@ -254,7 +265,7 @@ pub async fn live_sessions_exclude_revoked_and_expired(store: Arc<dyn Store>) {
         store.create_session(s, None).await.expect("create");
     }
     store
-        .revoke_session(revoked.id, RevokeReason::Logout, t0())
+        .revoke_session(revoked.id, &rev(RevokeReason::Logout, t0()))
         .await
         .expect("revoke");
     let other = family(store.as_ref()).await.1;
@@ -275,19 +286,19 @@ pub async fn revoke_session_is_once_only(store: Arc<dyn Store>) {
     let at = t0() + Duration::seconds(5);
     assert!(
         store
-            .revoke_session(s.id, RevokeReason::ReuseDetected, at)
+            .revoke_session(s.id, &rev(RevokeReason::ReuseDetected, at))
             .await
             .expect("revoke")
     );
     assert!(
         !store
-            .revoke_session(s.id, RevokeReason::Logout, at)
+            .revoke_session(s.id, &rev(RevokeReason::Logout, at))
             .await
             .expect("revoke again")
     );
     assert!(
         !store
-            .revoke_session(SessionId::new(), RevokeReason::Logout, at)
+            .revoke_session(SessionId::new(), &rev(RevokeReason::Logout, at))
             .await
             .expect("unknown")
     );
@@ -310,7 +321,11 @@ pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
     let mut expected = vec![c.id, t.id];
     expected.sort();
     let revoked = store
-        .revoke_user_sessions(u.id, Some(keep.id), RevokeReason::PasswordChanged, t0())
+        .revoke_user_sessions(
+            u.id,
+            Some(keep.id),
+            &rev(RevokeReason::PasswordChanged, t0()),
+        )
         .await
         .expect("revoke");
     assert_eq!(revoked, expected);
@@ -331,7 +346,7 @@ pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
             .is_live(t0())
     );
     let all = store
-        .revoke_user_sessions(u.id, None, RevokeReason::Banned, t0())
+        .revoke_user_sessions(u.id, None, &rev(RevokeReason::Banned, t0()))
         .await
         .expect("revoke");
     assert_eq!(all, vec![keep.id]);
@@ -392,7 +407,7 @@ pub async fn touch_refuses_idle_revoked_and_expired_sessions(store: Arc<dyn Stor
     let (c, _) = cookie_session(u.id, t0());
     store.create_session(&c, None).await.expect("create");
     store
-        .revoke_session(c.id, RevokeReason::Logout, t0())
+        .revoke_session(c.id, &rev(RevokeReason::Logout, t0()))
         .await
         .expect("revoke");
     assert!(
@@ -574,7 +589,7 @@ pub async fn rotation_refused_on_dead_family(store: Arc<dyn Store>) {
     // Revoked family.
     let (_, s, first) = family(store.as_ref()).await;
     store
-        .revoke_session(s.id, RevokeReason::Logout, t0())
+        .revoke_session(s.id, &rev(RevokeReason::Logout, t0()))
         .await
         .expect("revoke");
     let (next, _) = new_token(&s, t0());
@@ -659,7 +674,7 @@ pub async fn rotation_race(store: Arc<dyn Store>, rounds: usize) {
     // Reuse afterwards revokes the family: the newest token stops rotating too.
     assert!(
         store
-            .revoke_session(s.id, RevokeReason::ReuseDetected, t0())
+            .revoke_session(s.id, &rev(RevokeReason::ReuseDetected, t0()))
             .await
             .expect("revoke")
     );
@@ -679,21 +694,243 @@ pub async fn signing_keys_roundtrip(store: Arc<dyn Store>) {
         algorithm: "EdDSA".into(),
         private_der: vec![1, 2, 3],
         created_at: t0(),
+        activates_at: t0(),
     };
     let newer = StoredKey {
         kid: "k2".into(),
         algorithm: "ES256".into(),
         private_der: vec![4, 5],
         created_at: t0() + Duration::days(1),
+        activates_at: t0() + Duration::days(1) + Duration::minutes(5),
     };
     store.insert_signing_key(&newer).await.expect("insert");
     store.insert_signing_key(&older).await.expect("insert");
     assert_eq!(
         store.signing_keys().await.expect("list"),
-        vec![older.clone(), newer]
+        vec![older.clone(), newer.clone()]
     );
     assert!(matches!(
         store.insert_signing_key(&older).await,
         Err(StoreError::Conflict(_))
     ));
+    assert!(store.delete_signing_key("k1").await.expect("delete"));
+    assert!(!store.delete_signing_key("k1").await.expect("delete again"));
+    assert_eq!(store.signing_keys().await.expect("list"), vec![newer]);
+}
+
+pub async fn revocations_feed_the_log(store: Arc<dyn Store>) {
+    let (u, a, _) = family(store.as_ref()).await;
+    let b = token_session(u.id, t0(), Duration::days(7));
+    // Ends 5 minutes after the revocation: its tokens cannot outlive that.
+    let short = token_session(
+        u.id,
+        t0() - Duration::hours(1),
+        Duration::hours(1) + Duration::minutes(5),
+    );
+    // Already past its end: nothing can be live, so no event.
+    let over = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
+    for s in [&b, &short, &over] {
+        store.create_session(s, None).await.expect("create");
+    }
+    assert!(
+        store
+            .revoke_session(a.id, &rev(RevokeReason::Logout, t0()))
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_session(a.id, &rev(RevokeReason::Logout, t0()))
+            .await
+            .expect("again")
+    );
+    let rest = store
+        .revoke_user_sessions(u.id, None, &rev(RevokeReason::Banned, t0()))
+        .await
+        .expect("revoke");
+    assert_eq!(rest.len(), 3);
+
+    let events = store.revocations_after(0, 100, t0()).await.expect("feed");
+    let by_sid = |sid: SessionId| events.iter().find(|e| e.sid == sid).copied();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(by_sid(a.id).expect("a").exp, t0() + Duration::minutes(15));
+    assert_eq!(by_sid(b.id).expect("b").exp, t0() + Duration::minutes(15));
+    assert_eq!(
+        by_sid(short.id).expect("short").exp,
+        t0() + Duration::minutes(5)
+    );
+    assert!(by_sid(over.id).is_none());
+    assert!(
+        events.windows(2).all(|w| w[0].cursor < w[1].cursor),
+        "cursors must grow: {events:?}"
+    );
+    assert_eq!(events[0].sid, a.id, "oldest first");
+
+    // Paging by cursor and limit; events past their exp are not served.
+    let first = store.revocations_after(0, 1, t0()).await.expect("feed");
+    assert_eq!(first, vec![events[0]]);
+    let next = store
+        .revocations_after(first[0].cursor, 100, t0())
+        .await
+        .expect("feed");
+    assert_eq!(next, events[1..].to_vec());
+    let later = store
+        .revocations_after(0, 100, t0() + Duration::minutes(10))
+        .await
+        .expect("feed");
+    assert_eq!(
+        later.iter().map(|e| e.sid).collect::<Vec<_>>(),
+        events
+            .iter()
+            .filter(|e| e.sid != short.id)
+            .map(|e| e.sid)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        store
+            .revocations_after(events[2].cursor, 100, t0())
+            .await
+            .expect("feed")
+            .is_empty()
+    );
+}
+
+/// A follower polling while many revocations commit concurrently must end up with every
+/// event: no cursor may become visible after a larger one was already served.
+pub async fn feed_follower_misses_nothing_under_concurrent_revocations(store: Arc<dyn Store>) {
+    let (u, _, _) = family(store.as_ref()).await;
+    let mut sessions = Vec::new();
+    for _ in 0..40 {
+        let s = token_session(u.id, t0(), Duration::days(7));
+        store.create_session(&s, None).await.expect("create");
+        sessions.push(s.id);
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = {
+        let (store, done) = (store.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                for e in store
+                    .revocations_after(cursor, 7, t0())
+                    .await
+                    .expect("feed")
+                {
+                    assert!(e.cursor > cursor);
+                    cursor = e.cursor;
+                    seen.push(e.sid);
+                }
+                if finished
+                    && store
+                        .revocations_after(cursor, 1, t0())
+                        .await
+                        .expect("feed")
+                        .is_empty()
+                {
+                    return seen;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let revokers: Vec<_> = sessions
+        .iter()
+        .map(|&sid| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .revoke_session(sid, &rev(RevokeReason::Admin, t0()))
+                    .await
+                    .expect("revoke")
+            })
+        })
+        .collect();
+    for r in revokers {
+        assert!(r.await.expect("task"));
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = follower.await.expect("follower");
+    seen.sort();
+    sessions.sort();
+    assert_eq!(seen, sessions, "the follower missed or duplicated events");
+}
+
+pub async fn users_are_listed_in_pages(store: Arc<dyn Store>) {
+    for name in ["carol", "alice", "bob", "dave"] {
+        store.create_user(&user(name)).await.expect("create");
+    }
+    let names = |users: Vec<User>| users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_users(None, 2).await.expect("list")),
+        ["alice", "bob"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("bob"), 10).await.expect("list")),
+        ["carol", "dave"]
+    );
+    assert!(
+        store
+            .list_users(Some("dave"), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+pub async fn purge_removes_only_what_can_no_longer_matter(store: Arc<dyn Store>) {
+    let (u, live, live_token) = family(store.as_ref()).await;
+    let dead = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
+    let (dead_token, _) = new_token(&dead, t0() - Duration::days(8));
+    store
+        .create_session(&dead, Some(&dead_token))
+        .await
+        .expect("create");
+    let revoked = token_session(u.id, t0(), Duration::days(7));
+    store.create_session(&revoked, None).await.expect("create");
+    store
+        .revoke_session(revoked.id, &rev(RevokeReason::Logout, t0()))
+        .await
+        .expect("revoke");
+    // Nothing is due yet but the long-dead session.
+    assert_eq!(store.purge_expired(t0(), 100).await.expect("purge"), 1);
+    assert_eq!(store.session(dead.id).await.expect("get"), None);
+    assert_eq!(
+        store.refresh_token(&dead_token.hash).await.expect("get"),
+        None
+    );
+    assert!(store.session(live.id).await.expect("get").is_some());
+    assert!(
+        store
+            .refresh_token(&live_token)
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        store.session(revoked.id).await.expect("get").is_some(),
+        "revoked but not over: kept for reuse detection"
+    );
+    assert_eq!(
+        store
+            .revocations_after(0, 10, t0())
+            .await
+            .expect("feed")
+            .len(),
+        1
+    );
+    // After the feed event's exp, the event goes; after the sessions end, they go, in batches.
+    let much_later = t0() + Duration::days(8);
+    assert_eq!(store.purge_expired(much_later, 1).await.expect("purge"), 1);
+    let mut total = 1;
+    loop {
+        let n = store.purge_expired(much_later, 1).await.expect("purge");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 3, "two sessions and one feed event");
+    assert_eq!(store.session(live.id).await.expect("get"), None);
 }

@@ -7,7 +7,8 @@
 
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, User, UserId,
+    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
+    User, UserId,
 };
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -45,6 +46,9 @@ pub struct StoredKey {
     pub algorithm: String,
     pub private_der: Vec<u8>,
     pub created_at: OffsetDateTime,
+    /// Published in the JWKS from creation, but signs nothing before this instant, so
+    /// verifiers have fetched it before they meet a token signed with it.
+    pub activates_at: OffsetDateTime,
 }
 
 impl std::fmt::Debug for StoredKey {
@@ -53,6 +57,7 @@ impl std::fmt::Debug for StoredKey {
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .finish_non_exhaustive()
     }
 }
@@ -106,21 +111,26 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<bool>;
-    /// Revokes one session; returns false if it was unknown or already revoked.
-    async fn revoke_session(
-        &self,
-        id: SessionId,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool>;
-    /// Revokes every unrevoked session of a user except `keep`; returns the ones it revoked.
+    /// Revokes one session; returns false if it was unknown or already revoked. A revocation
+    /// that happens appends an event to the revocation feed (unless its access tokens are
+    /// already all expired), atomically with the revocation.
+    async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool>;
+    /// Revokes every unrevoked session of a user except `keep`, with a feed event each;
+    /// returns the ones it revoked.
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         keep: Option<SessionId>,
-        reason: RevokeReason,
-        now: OffsetDateTime,
+        revocation: &Revocation,
     ) -> StoreResult<Vec<SessionId>>;
+    /// Feed events with a cursor above `after` whose `exp` is after `now`, oldest first, at
+    /// most `limit`. A cursor, once returned, is never followed by a smaller one.
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<RevocationEvent>>;
 
     /// A refresh token and its family's session, by the token's hash.
     async fn refresh_token(
@@ -141,6 +151,16 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
     /// Every stored signing key, oldest first.
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Removes a retired key; returns false if it was not there.
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool>;
+
+    /// Users ordered by username, starting after `after` (a username), at most `limit`.
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
+
+    /// Deletes up to `limit` records that can no longer matter at `now`: sessions past their
+    /// absolute end (with their refresh tokens) and feed events past their `exp`. Returns how
+    /// many it deleted, so callers can loop in small batches.
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64>;
 }
 
 /// Opens the store named by a `database` URL (`sqlite:…`, `memory:`), running migrations.

@@ -2,7 +2,8 @@
 use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, User, UserId,
+    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
+    User, UserId,
 };
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -14,6 +15,9 @@ struct Inner {
     sessions: HashMap<SessionId, Session>,
     refresh_tokens: HashMap<SecretHash, StoredRefresh>,
     keys: Vec<StoredKey>,
+    /// The revocation feed, in cursor order.
+    feed: Vec<RevocationEvent>,
+    next_cursor: i64,
 }
 
 struct StoredRefresh {
@@ -162,17 +166,12 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn revoke_session(
-        &self,
-        id: SessionId,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
+    async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         match inner.sessions.get_mut(&id) {
             Some(s) if s.revoked_at.is_none() => {
-                s.revoked_at = Some(now);
-                s.revoke_reason = Some(reason);
+                revoke_one(s, revocation, &mut inner.feed, &mut inner.next_cursor);
                 Ok(true)
             }
             _ => Ok(false),
@@ -183,20 +182,38 @@ impl Store for MemoryStore {
         &self,
         user: UserId,
         keep: Option<SessionId>,
-        reason: RevokeReason,
-        now: OffsetDateTime,
+        revocation: &Revocation,
     ) -> StoreResult<Vec<SessionId>> {
         let mut inner = self.lock();
+        let inner = &mut *inner;
         let mut revoked = Vec::new();
-        for s in inner.sessions.values_mut() {
-            if s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep {
-                s.revoked_at = Some(now);
-                s.revoke_reason = Some(reason);
-                revoked.push(s.id);
-            }
+        let mut targets: Vec<&mut Session> = inner
+            .sessions
+            .values_mut()
+            .filter(|s| s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep)
+            .collect();
+        targets.sort_by_key(|s| s.id);
+        for s in targets {
+            revoke_one(s, revocation, &mut inner.feed, &mut inner.next_cursor);
+            revoked.push(s.id);
         }
-        revoked.sort();
         Ok(revoked)
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<RevocationEvent>> {
+        Ok(self
+            .lock()
+            .feed
+            .iter()
+            .filter(|e| e.cursor > after && e.exp > now)
+            .take(limit as usize)
+            .copied()
+            .collect())
     }
 
     async fn refresh_token(
@@ -263,6 +280,76 @@ impl Store for MemoryStore {
         let mut keys = self.lock().keys.clone();
         keys.sort_by_key(|k| k.created_at);
         Ok(keys)
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        let before = inner.keys.len();
+        inner.keys.retain(|k| k.kid != kid);
+        Ok(inner.keys.len() < before)
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        let mut users: Vec<User> = self
+            .lock()
+            .users
+            .values()
+            .filter(|u| after.is_none_or(|a| u.username.as_str() > a))
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.username.cmp(&b.username));
+        users.truncate(limit as usize);
+        Ok(users)
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut inner = self.lock();
+        let mut budget = limit as usize;
+        let dead: Vec<SessionId> = inner
+            .sessions
+            .values()
+            .filter(|s| s.expires_at <= now)
+            .map(|s| s.id)
+            .take(budget)
+            .collect();
+        budget -= dead.len();
+        for id in &dead {
+            inner.sessions.remove(id);
+        }
+        inner
+            .refresh_tokens
+            .retain(|_, t| !dead.contains(&t.token.session_id));
+        let mut removed_events = 0;
+        inner.feed.retain(|e| {
+            if e.exp <= now && removed_events < budget {
+                removed_events += 1;
+                false
+            } else {
+                true
+            }
+        });
+        Ok((dead.len() + removed_events) as u64)
+    }
+}
+
+/// Marks one session revoked and, if any of its access tokens may still be live, appends a
+/// feed event.
+fn revoke_one(
+    s: &mut Session,
+    revocation: &Revocation,
+    feed: &mut Vec<RevocationEvent>,
+    next: &mut i64,
+) {
+    s.revoked_at = Some(revocation.at);
+    s.revoke_reason = Some(revocation.reason);
+    let exp = revocation.feed_expiry(s.expires_at);
+    if exp > revocation.at {
+        *next += 1;
+        feed.push(RevocationEvent {
+            cursor: *next,
+            sid: s.id,
+            exp,
+        });
     }
 }
 

@@ -4,8 +4,8 @@
 use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, SessionKind, User,
-    UserId,
+    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
+    SessionId, SessionKind, User, UserId,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -317,48 +317,74 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn revoke_session(
-        &self,
-        id: SessionId,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL",
+    async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        let revoked: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+             WHERE id = ? AND revoked_at IS NULL RETURNING id, expires_at",
         )
-        .bind(to_nanos(now))
-        .bind(reason.as_str())
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
         .bind(id.to_string())
-        .execute(&self.writer)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = revoked else { return Ok(false) };
+        append_feed(&mut tx, &[row], revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
     }
 
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         keep: Option<SessionId>,
-        reason: RevokeReason,
-        now: OffsetDateTime,
+        revocation: &Revocation,
     ) -> StoreResult<Vec<SessionId>> {
-        let ids: Vec<String> = sqlx::query_scalar(
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-             WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ? RETURNING id",
+             WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ? RETURNING id, expires_at",
         )
-        .bind(to_nanos(now))
-        .bind(reason.as_str())
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
         .bind(user.to_string())
         .bind(keep.map(|k| k.to_string()))
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let mut ids = ids
-            .iter()
-            .map(|id| parse_uuid(id).map(SessionId))
-            .collect::<StoreResult<Vec<_>>>()?;
-        ids.sort();
-        Ok(ids)
+        rows.sort();
+        append_feed(&mut tx, &rows, revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        rows.iter()
+            .map(|(id, _)| parse_uuid(id).map(SessionId))
+            .collect()
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<RevocationEvent>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT cursor, sid, exp FROM revocations WHERE cursor > ? AND exp > ? ORDER BY cursor LIMIT ?",
+        )
+        .bind(after)
+        .bind(to_nanos(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(cursor, sid, exp)| {
+                Ok(RevocationEvent {
+                    cursor,
+                    sid: SessionId(parse_uuid(&sid)?),
+                    exp: from_nanos(exp)?,
+                })
+            })
+            .collect()
     }
 
     async fn refresh_token(
@@ -435,22 +461,27 @@ impl Store for SqliteStore {
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
-        sqlx::query("INSERT INTO signing_keys (kid, algorithm, private_der, created_at) VALUES (?, ?, ?, ?)")
-            .bind(&key.kid)
-            .bind(&key.algorithm)
-            .bind(&key.private_der)
-            .bind(to_nanos(key.created_at))
-            .execute(&self.writer)
-            .await
-            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("key id exists") } else { unavailable(e) })?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, created_at, activates_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_der)
+        .bind(to_nanos(key.created_at))
+        .bind(to_nanos(key.activates_at))
+        .execute(&self.writer)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("key id exists") } else { unavailable(e) })?;
         Ok(())
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows = sqlx::query("SELECT kid, algorithm, private_der, created_at FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(unavailable)?;
+        let rows = sqlx::query(
+            "SELECT kid, algorithm, private_der, created_at, activates_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .map_err(unavailable)?;
         rows.iter()
             .map(|row| {
                 Ok(StoredKey {
@@ -458,10 +489,77 @@ impl Store for SqliteStore {
                     algorithm: row.try_get("algorithm").map_err(unavailable)?,
                     private_der: row.try_get("private_der").map_err(unavailable)?,
                     created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
+                    activates_at: from_nanos(row.try_get("activates_at").map_err(unavailable)?)?,
                 })
             })
             .collect()
     }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+            .bind(kid)
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> =
+            sqlx::query_as("SELECT * FROM users WHERE username > ? ORDER BY username LIMIT ?")
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        // Refresh tokens go with their session (ON DELETE CASCADE).
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expires_at <= ? LIMIT ?)",
+        )
+        .bind(to_nanos(now))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let budget = i64::from(limit).saturating_sub(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let events = sqlx::query(
+            "DELETE FROM revocations WHERE cursor IN (SELECT cursor FROM revocations WHERE exp <= ? LIMIT ?)",
+        )
+        .bind(to_nanos(now))
+        .bind(budget)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(sessions + events)
+    }
+}
+
+/// Appends a feed event per revoked `(sid, session expires_at)` whose tokens may be live.
+async fn append_feed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    revoked: &[(String, i64)],
+    revocation: &Revocation,
+) -> StoreResult<()> {
+    for (sid, expires_at) in revoked {
+        let exp = revocation.feed_expiry(from_nanos(*expires_at)?);
+        if exp > revocation.at {
+            sqlx::query("INSERT INTO revocations (sid, exp) VALUES (?, ?)")
+                .bind(sid)
+                .bind(to_nanos(exp))
+                .execute(&mut **tx)
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 async fn insert_refresh_token(

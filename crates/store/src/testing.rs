@@ -3,7 +3,8 @@
 use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, RevokeReason, SecretHash, Session, SessionId, User, UserId,
+    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
+    User, UserId,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,26 +107,29 @@ impl Store for FlakyStore {
         self.write()?;
         self.inner.touch_session(id, now, idle_cutoff).await
     }
-    async fn revoke_session(
-        &self,
-        id: SessionId,
-        reason: RevokeReason,
-        now: OffsetDateTime,
-    ) -> StoreResult<bool> {
+    async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
         self.write()?;
-        self.inner.revoke_session(id, reason, now).await
+        self.inner.revoke_session(id, revocation).await
     }
     async fn revoke_user_sessions(
         &self,
         user: UserId,
         keep: Option<SessionId>,
-        reason: RevokeReason,
-        now: OffsetDateTime,
+        revocation: &Revocation,
     ) -> StoreResult<Vec<SessionId>> {
         self.write()?;
         self.inner
-            .revoke_user_sessions(user, keep, reason, now)
+            .revoke_user_sessions(user, keep, revocation)
             .await
+    }
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<RevocationEvent>> {
+        self.read()?;
+        self.inner.revocations_after(after, limit, now).await
     }
     async fn refresh_token(
         &self,
@@ -153,5 +157,17 @@ impl Store for FlakyStore {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         self.read()?;
         self.inner.signing_keys().await
+    }
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        self.write()?;
+        self.inner.delete_signing_key(kid).await
+    }
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        self.read()?;
+        self.inner.list_users(after, limit).await
+    }
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        self.write()?;
+        self.inner.purge_expired(now, limit).await
     }
 }

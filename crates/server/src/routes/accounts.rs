@@ -119,8 +119,7 @@ pub async fn change_password(
         .revoke_user_sessions(
             user.id,
             Some(caller.session.id),
-            RevokeReason::PasswordChanged,
-            state.clock.now(),
+            &state.revocation(RevokeReason::PasswordChanged),
         )
         .await?;
     tracing::info!(target: "latchkey::security", user_id = %user.id, revoked = revoked.len(), "password changed; other sessions revoked");

@@ -95,7 +95,7 @@ pub async fn ban(
     state.store.set_banned(id, Some(now)).await?;
     let revoked = state
         .store
-        .revoke_user_sessions(id, None, RevokeReason::Banned, now)
+        .revoke_user_sessions(id, None, &state.revocation(RevokeReason::Banned))
         .await?;
     tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "user banned");
     Ok(StatusCode::NO_CONTENT)
@@ -120,7 +120,7 @@ pub async fn revoke_sessions(
     let id = existing_user(&state, &id).await?;
     let revoked = state
         .store
-        .revoke_user_sessions(id, None, RevokeReason::Admin, state.clock.now())
+        .revoke_user_sessions(id, None, &state.revocation(RevokeReason::Admin))
         .await?;
     tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "all sessions revoked by admin");
     Ok(StatusCode::NO_CONTENT)

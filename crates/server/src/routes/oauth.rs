@@ -203,7 +203,7 @@ async fn refresh_grant(
                 // the reused token is still refused.
                 state
                     .store
-                    .revoke_session(session.id, RevokeReason::ReuseDetected, now)
+                    .revoke_session(session.id, &state.revocation(RevokeReason::ReuseDetected))
                     .await?;
                 tracing::warn!(
                     target: "latchkey::security",
@@ -292,7 +292,7 @@ pub async fn revoke(
     if let Some(sid) = session_of_token(&state, token, &client).await?
         && state
             .store
-            .revoke_session(sid, RevokeReason::Logout, state.clock.now())
+            .revoke_session(sid, &state.revocation(RevokeReason::Logout))
             .await?
     {
         tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");

@@ -68,7 +68,7 @@ pub async fn login(
     {
         state
             .store
-            .revoke_session(old.id, RevokeReason::Logout, now)
+            .revoke_session(old.id, &state.revocation(RevokeReason::Logout))
             .await?;
     }
     let secret = Secret::generate();
@@ -123,7 +123,7 @@ pub async fn logout(
 ) -> ApiResult<Response> {
     state
         .store
-        .revoke_session(caller.session.id, RevokeReason::Logout, state.clock.now())
+        .revoke_session(caller.session.id, &state.revocation(RevokeReason::Logout))
         .await?;
     tracing::info!(sid = %caller.session.id, "cookie logout");
     Ok(cleared_cookie(&state))

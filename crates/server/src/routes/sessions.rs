@@ -63,7 +63,7 @@ pub async fn revoke(
     };
     state
         .store
-        .revoke_session(target.id, RevokeReason::UserRevoked, state.clock.now())
+        .revoke_session(target.id, &state.revocation(RevokeReason::UserRevoked))
         .await?;
     tracing::info!(sid = %target.id, by = %caller.session.id, "session revoked by its user");
     if target.id == caller.session.id && caller.kind == AuthKind::Cookie {
@@ -78,8 +78,7 @@ pub async fn revoke_others(State(state): State<AppState>, caller: Caller) -> Api
         .revoke_user_sessions(
             caller.session.user_id,
             Some(caller.session.id),
-            RevokeReason::UserRevoked,
-            state.clock.now(),
+            &state.revocation(RevokeReason::UserRevoked),
         )
         .await?;
     tracing::info!(count = revoked.len(), by = %caller.session.id, "other sessions revoked by their user");

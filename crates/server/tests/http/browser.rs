@@ -283,6 +283,20 @@ async fn click(browser: &Client, locator: Locator<'_>) {
         .unwrap_or_else(|e| panic!("click {locator:?}: {e}"));
 }
 
+/// Sets the session cookie in the browser (for the current page's site), as the server would.
+async fn put_cookie(browser: &Client, value: &str) {
+    let mut cookie = fantoccini::cookies::Cookie::new(COOKIE, value.to_string());
+    cookie.set_path("/");
+    cookie.set_secure(true);
+    cookie.set_http_only(true);
+    cookie.set_same_site(fantoccini::cookies::Cookie::parse("x=y; SameSite=Lax").ok().and_then(|c| c.same_site()));
+    // fantoccini sends an absent domain as null, which chromedriver refuses.
+    cookie.set_domain("127.0.0.1");
+    browser.add_cookie(cookie).await.expect("add the cookie");
+    let stored = browser.get_named_cookie(COOKIE).await.expect("cookie stored");
+    assert_eq!(stored.value(), value);
+}
+
 /// A cookie session made outside the browser ("another device"): `(sid, Cookie header)`.
 async fn cookie_login(http: &reqwest::Client, base: &str, password: &str) -> (String, String) {
     let r = http
@@ -552,13 +566,17 @@ async fn browser_login_sessions_password_and_logout() {
         "the cookie survived logout"
     );
     assert_eq!(session_status(&http, base, &browser_cookie).await, 401);
+    // Even put back into the browser, the old cookie opens nothing: /account sends it to /login.
+    put_cookie(&browser, cookie.value()).await;
     browser
         .goto(&format!("{base}/account"))
         .await
         .expect("open /account");
     wait_for_path(&browser, "/login").await;
 
-    // The password change took: the old one is refused, the new one logs in.
+    // The password change took: the old one is refused, the new one logs in; and that new
+    // session, put into the browser the same way, does open /account (so the refusal above
+    // was the server's, not a cookie the browser failed to send).
     let r = http
         .post(format!("{base}/v1/session"))
         .json(&json!({"username": "browser-user", "password": PASSWORD}))
@@ -566,7 +584,17 @@ async fn browser_login_sessions_password_and_logout() {
         .await
         .expect("login");
     assert_eq!(r.status(), 401);
-    cookie_login(&http, base, NEW_PASSWORD).await;
+    let (fresh_sid, fresh_cookie) = cookie_login(&http, base, NEW_PASSWORD).await;
+    let fresh_value = fresh_cookie
+        .strip_prefix(&format!("{COOKIE}="))
+        .expect("cookie value");
+    put_cookie(&browser, fresh_value).await;
+    browser
+        .goto(&format!("{base}/account"))
+        .await
+        .expect("open /account");
+    assert_eq!(wait_for_rows(&browser, 1).await, vec![(fresh_sid, true)]);
+    assert_eq!(path(&browser).await, "/account");
 
     browser.close().await.expect("close the browser");
     drop(driver);
