@@ -7,7 +7,8 @@
 #   BENCH_CONCURRENCY=64 BENCH_DURATION=20 scripts/bench-http.sh
 #   scripts/bench-http.sh --json       # extra arguments go to latchkey-loadtest
 #
-# BENCH_PORT picks the first port to try (default 18080; the next free one of 20 is used).
+# BENCH_DATABASE replaces the SQLite file in the temporary directory (e.g. "memory:" to take the
+# store out of the picture). BENCH_PORT picks the first port to try (default 18080; the next free one of 20 is used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -48,7 +49,7 @@ url="http://127.0.0.1:$port"
 cat >"$tmp/latchkey.toml" <<EOF
 listen = "127.0.0.1:$port"
 issuer = "$url"
-database = "sqlite://$tmp/latchkey.db"
+database = "${BENCH_DATABASE:-sqlite://$tmp/latchkey.db}"
 
 # The benchmark logs in from one IP as fast as it can: no throttles.
 [rate_limit]
@@ -79,6 +80,6 @@ for _ in $(seq 100); do
 done
 curl -fsS "$url/readyz" >/dev/null || { echo "bench: $url/readyz never answered" >&2; exit 1; }
 
-echo "bench: latchkey $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $url, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)" >&2
+echo "bench: latchkey $(git describe --always --dirty 2>/dev/null || echo "?") on $url, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)" >&2
 target/release/latchkey-loadtest all --url "$url" --client-id bench \
   --concurrency "$concurrency" --duration "$duration" "$@"

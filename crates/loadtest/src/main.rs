@@ -108,7 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Workers: one virtual client each.
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Mode {
     Rotate,
     Me,
@@ -175,10 +175,7 @@ async fn refusal(response: reqwest::Response) -> String {
 
 /// Sends a request and returns the JSON body of a response with the expected status.
 async fn expect_json(request: reqwest::RequestBuilder, status: u16) -> Result<Value, String> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
+    let response = request.send().await.map_err(transport)?;
     if response.status().as_u16() != status {
         return Err(refusal(response).await);
     }

@@ -92,8 +92,7 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
     if session.last_seen_at <= idle_cutoff {
         // Record the end, so the session stays dead whatever any clock says later.
         if let Err(e) = state
-            .store
-            .revoke_session(session.id, &state.revocation(RevokeReason::IdleTimeout))
+            .revoke_session(session.id, RevokeReason::IdleTimeout)
             .await
         {
             tracing::warn!(error = %e, sid = %session.id, "could not record an idle timeout");

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cookie;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod keys;
 pub mod login;
 pub mod net;
@@ -55,6 +56,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions", get(routes::sessions::list))
         .route("/v1/sessions/revoke-others", post(routes::sessions::revoke_others))
         .route("/v1/sessions/{id}", delete(routes::sessions::revoke))
+        .route("/v1/revocations", get(routes::feed::revocations))
+        .route("/v1/authorize", get(routes::authorize::authorize))
+        .route("/oauth/introspect", post(routes::oauth::introspect))
+        .route("/admin/v1/keys/rotate", post(routes::admin::rotate_keys))
         .route("/admin/v1/users/{id}/ban", post(routes::admin::ban))
         .route("/admin/v1/users/{id}/unban", post(routes::admin::unban))
         .route("/admin/v1/users/{id}/sessions", delete(routes::admin::revoke_sessions))
@@ -111,6 +116,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     }
     spawn_housekeeping(&state);
     keys::spawn_reloader(&state);
+    feed::spawn_follower(&state);
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())

@@ -1,11 +1,13 @@
 //! Shared application state: config, store, clock, keys, password hasher, throttles.
 use crate::config::{ClientConfig, Config};
 use crate::cookie::CookieSettings;
+use crate::feed::Follower;
 use crate::keys;
 use crate::password::Passwords;
 use crate::ratelimit::Throttles;
 use crate::routes::admin::AdminGate;
-use latchkey_core::{Clock, Revocation, RevokeReason, TokenPolicy};
+use crate::routes::authorize::UsernameCache;
+use latchkey_core::{Clock, Revocation, RevokeReason, SessionId, TokenPolicy, UserId};
 use latchkey_store::{Store, StoreError};
 use latchkey_tokens::{KeyRing, TokenError};
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ pub struct Inner {
     pub admin_gate: AdminGate,
     /// Start-up warnings (e.g. the cookie losing its __Host- prefix), logged by `serve`.
     pub warnings: Vec<String>,
+    pub follower: Follower,
+    pub usernames: UsernameCache,
     keyring: RwLock<Arc<KeyRing>>,
 }
 
@@ -83,6 +87,8 @@ impl AppState {
             allowed_origins: config_allowed_origins,
             touch_interval,
             admin_gate: AdminGate::default(),
+            follower: Follower::default(),
+            usernames: UsernameCache::default(),
             warnings: cookie_warning.into_iter().collect(),
             keyring: RwLock::new(Arc::new(keyring)),
         })))
@@ -94,6 +100,42 @@ impl AppState {
             reason,
             at: self.clock.now(),
             access_ttl: self.policy.access_ttl,
+        }
+    }
+
+    /// Revokes one session, durably, and updates this instance's revoked set before returning.
+    pub async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: RevokeReason,
+    ) -> Result<bool, StoreError> {
+        let revoked = self
+            .store
+            .revoke_session(id, &self.revocation(reason))
+            .await?;
+        self.catch_up_feed().await;
+        Ok(revoked)
+    }
+
+    /// Revokes every session of `user` but `keep`, durably, then updates the revoked set.
+    pub async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        reason: RevokeReason,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let revoked = self
+            .store
+            .revoke_user_sessions(user, keep, &self.revocation(reason))
+            .await?;
+        self.catch_up_feed().await;
+        Ok(revoked)
+    }
+
+    /// Reads the revocation log now; the periodic follower retries if this fails.
+    async fn catch_up_feed(&self) {
+        if let Err(e) = self.follower.poll_once(self).await {
+            tracing::warn!(error = %e, "revocation recorded; reading the log back failed");
         }
     }
 

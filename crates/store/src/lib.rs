@@ -14,6 +14,8 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 pub mod memory;
+pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]
@@ -21,7 +23,9 @@ pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod testing;
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +174,9 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
     }
     if url.starts_with("sqlite:") {
         return Ok(Arc::new(SqliteStore::connect(url).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect(url).await?));
     }
     Err(StoreError::Unavailable(format!(
         "unsupported database URL scheme in {:?}: expected sqlite:// or memory:",

@@ -26,3 +26,319 @@ mod sqlite {
 
     latchkey_store::store_conformance_tests!(fresh());
 }
+
+/// Needs a PostgreSQL server: `LATCHKEY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test`.
+/// Each test gets a schema of its own, dropped afterwards. Without the variable every test says
+/// it was skipped and passes, unless `LATCHKEY_REQUIRE_SERVICES=1` (CI), where it fails.
+mod postgres {
+    use super::*;
+    use latchkey_store::postgres::TestSchema;
+    use std::io::Write;
+
+    const URL_VAR: &str = "LATCHKEY_TEST_POSTGRES_URL";
+
+    /// A store in a fresh schema, or `None` when no server is configured.
+    async fn fresh() -> Option<TestStore> {
+        let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
+        let Some(url) = url else {
+            assert!(
+                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
+            );
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (postgres): set {URL_VAR}=postgres://postgres@127.0.0.1:5432/test to run"
+            );
+            return None;
+        };
+        let (store, schema) = TestSchema::create(&url).await.unwrap_or_else(|e| {
+            panic!(
+                "open PostgreSQL at {}: {e}",
+                latchkey_store::redact_url(&url)
+            )
+        });
+        Some(TestStore {
+            store: Arc::new(store),
+            guard: Box::new(schema),
+        })
+    }
+
+    // Without a server, `return` ends the test right there (it is expanded into the test's body).
+    latchkey_store::store_conformance_tests!(match fresh().await {
+        Some(store) => std::future::ready(store),
+        None => return,
+    });
+
+    /// The race at five times the suite's rounds: 50 000 concurrent presentations over 1 000
+    /// rounds, one winner each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rotation_race_has_one_winner_over_1000_rounds() {
+        let Some(test_store) = fresh().await else {
+            return;
+        };
+        latchkey_store::conformance::rotation_race(test_store.store.clone(), 1000).await;
+        drop(test_store);
+    }
+}
+
+/// Needs a Redis server: `LATCHKEY_TEST_REDIS_URL=redis://127.0.0.1:6379`. Sessions, refresh
+/// families and the feed go to Redis, under a key prefix of each test's own
+/// (`latchkey-test:{random}:`), deleted afterwards; users and keys go to an in-memory SQL
+/// stand-in. Without the variable every test says it was skipped and passes, unless
+/// `LATCHKEY_REQUIRE_SERVICES=1` (CI), where it fails.
+mod redis_backend {
+    use super::*;
+    use latchkey_store::{MemoryStore, RedisStore, Store, StoreError};
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    const URL_VAR: &str = "LATCHKEY_TEST_REDIS_URL";
+
+    fn redis_url() -> Option<String> {
+        let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
+        if url.is_none() {
+            assert!(
+                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
+            );
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (redis): set {URL_VAR}=redis://127.0.0.1:6379 to run"
+            );
+        }
+        url
+    }
+
+    /// Deletes every key under its prefix when dropped. It works from a thread of its own
+    /// with a blocking connection, so it also runs while a runtime shuts down or a test
+    /// unwinds.
+    struct PrefixGuard {
+        url: String,
+        prefix: String,
+    }
+
+    fn blocking_connection(url: &str) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(url)?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+        Ok(conn)
+    }
+
+    /// Every key under `prefix` (SCAN, never KEYS: the server may be shared).
+    fn keys_under(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query(conn)?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
+    }
+
+    fn delete_all(url: &str, prefix: &str) -> redis::RedisResult<usize> {
+        let mut conn = blocking_connection(url)?;
+        let keys = keys_under(&mut conn, prefix)?;
+        for chunk in keys.chunks(500) {
+            redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+        }
+        Ok(keys.len())
+    }
+
+    impl Drop for PrefixGuard {
+        fn drop(&mut self) {
+            let (url, prefix) = (self.url.clone(), self.prefix.clone());
+            let cleanup = std::thread::spawn(move || delete_all(&url, &prefix));
+            let failure = match cleanup.join() {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "panicked".to_string(),
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "redis test cleanup of {}* failed: {failure}",
+                self.prefix
+            );
+        }
+    }
+
+    fn unique_prefix() -> String {
+        format!("latchkey-test:{}:", uuid::Uuid::new_v4().simple())
+    }
+
+    /// A store on a fresh prefix, or `None` when no server is configured.
+    async fn fresh() -> Option<(TestStore, Arc<RedisStore>)> {
+        let url = redis_url()?;
+        let prefix = unique_prefix();
+        // The guard exists before the first key does.
+        let guard = PrefixGuard {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        };
+        let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, &prefix)
+            .await
+            .unwrap_or_else(|e| panic!("open Redis at {}: {e}", latchkey_store::redact_url(&url)));
+        let store = Arc::new(store);
+        let test_store = TestStore {
+            store: store.clone(),
+            guard: Box::new(guard),
+        };
+        Some((test_store, store))
+    }
+
+    // Without a server, `return` ends the test right there (it is expanded into the test's body).
+    latchkey_store::store_conformance_tests!(match fresh().await {
+        Some((store, _)) => std::future::ready(store),
+        None => return,
+    });
+
+    /// The race at five times the suite's rounds: 50 000 concurrent presentations over 1 000
+    /// rounds, one winner each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn rotation_race_has_one_winner_over_1000_rounds() {
+        let Some((test_store, _)) = fresh().await else {
+            return;
+        };
+        latchkey_store::conformance::rotation_race(test_store.store.clone(), 1000).await;
+        drop(test_store);
+    }
+
+    /// Every key a session, a refresh family and a revocation leave behind carries a TTL,
+    /// except the cursor counter (which must never go backwards); the guard removes them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_key_expires_and_the_guard_removes_them() {
+        use latchkey_core::{
+            NewRefreshToken, Revocation, RevokeReason, Secret, Session, SessionId, SessionKind,
+            UserId,
+        };
+        let Some((test_store, store)) = fresh().await else {
+            return;
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let user = UserId::new();
+        let cookie = Session {
+            id: SessionId::new(),
+            user_id: user,
+            kind: SessionKind::Cookie,
+            client_id: None,
+            scope: None,
+            secret_hash: Some(Secret::generate().hash()),
+            csrf_hash: Some(Secret::generate().hash()),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + time::Duration::days(7),
+            revoked_at: None,
+            revoke_reason: None,
+            user_agent: None,
+            ip: None,
+        };
+        let family = Session {
+            id: SessionId::new(),
+            kind: SessionKind::Token,
+            client_id: Some("spa".into()),
+            secret_hash: None,
+            csrf_hash: None,
+            ..cookie.clone()
+        };
+        let token = |at| NewRefreshToken {
+            hash: Secret::generate().hash(),
+            session_id: family.id,
+            client_id: "spa".into(),
+            issued_at: at,
+        };
+        let first = token(now);
+        store.create_session(&cookie, None).await.expect("create");
+        store
+            .create_session(&family, Some(&first))
+            .await
+            .expect("create");
+        let second = token(now);
+        store
+            .rotate_refresh_token(&first.hash, &second, Some(&[1, 2, 3]), now)
+            .await
+            .expect("rotate");
+        let revocation = Revocation {
+            reason: RevokeReason::Logout,
+            at: now,
+            access_ttl: time::Duration::minutes(15),
+        };
+        assert!(
+            store
+                .revoke_session(cookie.id, &revocation)
+                .await
+                .expect("revoke")
+        );
+
+        let prefix = store.prefix().to_string();
+        let url = redis_url().expect("configured");
+        let mut conn = blocking_connection(&url).expect("connect");
+        let keys = keys_under(&mut conn, &prefix).expect("scan");
+        let week = 7 * 24 * 3600 * 1000;
+        let mut kinds: Vec<String> = Vec::new();
+        for key in &keys {
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).expect("pttl");
+            let kind = key[prefix.len()..]
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if key == &format!("{prefix}feed:seq") {
+                assert_eq!(ttl, -1, "the cursor counter never expires");
+                kinds.push("feed:seq".into());
+                continue;
+            }
+            assert!(ttl > 0, "{key} has no TTL ({ttl})");
+            // Sessions and families: about a week plus the margin; the feed: minutes.
+            assert!(ttl <= week + 2 * 3600 * 1000, "{key}: TTL {ttl} ms");
+            kinds.push(kind);
+        }
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            ["feed", "feed:seq", "rt", "s", "sec", "sessions", "u"],
+            "{keys:?}"
+        );
+        let feed_ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{prefix}feed"))
+            .query(&mut conn)
+            .expect("pttl");
+        assert!(feed_ttl <= (15 + 60) * 60 * 1000, "feed TTL {feed_ttl} ms");
+
+        drop(test_store);
+        let left = keys_under(&mut conn, &prefix).expect("scan");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A Redis that is not there fails closed, quickly: `Unavailable`, never a hang.
+    #[tokio::test]
+    async fn unreachable_redis_is_unavailable_quickly() {
+        let started = Instant::now();
+        let result = RedisStore::new(
+            Arc::new(MemoryStore::new()),
+            "redis://127.0.0.1:1",
+            &unique_prefix(),
+        )
+        .await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -24,6 +24,14 @@ pub enum TokenError {
     /// The key chosen to sign new tokens is not one of the ring's keys.
     #[error("signing key {0:?} is not in the key ring")]
     SigningKeyNotInRing(String),
+    /// A published JWK is not one of the forms Latchkey publishes (Ed25519/EdDSA or
+    /// P-256/ES256, `use: "sig"`), its fields disagree, or it is not a valid public key.
+    #[error("unusable JWK {kid:?}: {reason}")]
+    InvalidJwk {
+        /// The JWK's `kid` (at most 128 characters of it).
+        kid: String,
+        reason: &'static str,
+    },
     /// The signed token would exceed [`crate::MAX_TOKEN_LEN`] and so never verify.
     #[error("access token would be {0} bytes, over the limit")]
     TokenTooLong(usize),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
 use crate::{
     error::{TokenError, VerifyError},
     jwk::JwkSet,
-    key::{MAX_KID_LEN, SigningKey},
+    key::{MAX_KID_LEN, SigningKey, VerifyingKey},
 };
 
 /// Longest token accepted (bytes); checked before any decoding so that oversized input costs
@@ -146,6 +146,18 @@ impl KeyRing {
         Ok(token)
     }
 
+    /// The public keys of the whole ring, as a verification-only set.
+    pub fn public_keys(&self) -> PublicKeySet {
+        PublicKeySet {
+            keys: self
+                .inner
+                .keys
+                .iter()
+                .map(SigningKey::verifying_key)
+                .collect(),
+        }
+    }
+
     /// Verifies a presented access token and returns its claims.
     ///
     /// Checks, in order: length; three base64url segments; header (no `jwk`/`jku`/`x5u`/`x5c`/
@@ -156,74 +168,150 @@ impl KeyRing {
         token: &str,
         validation: &Validation,
     ) -> Result<AccessTokenClaims, VerifyError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(VerifyError::TooLong);
-        }
-        let mut segments = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(VerifyError::Malformed);
-        };
-        // An unsigned token (`alg: none` style, empty signature) is malformed, whatever its header.
-        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-            return Err(VerifyError::Malformed);
-        }
-
-        let header: RawHeader = parse_json_object(&decode_segment(header_b64)?)?;
-        let key = self.check_header(&header)?;
-
-        let signature = decode_segment(signature_b64)?;
-        // The signing input is the token up to the second dot, exactly as received.
-        let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        if !key.verify_raw(signing_input, &signature) {
-            return Err(VerifyError::BadSignature);
-        }
-
-        let claims: RawClaims = parse_json_object(&decode_segment(payload_b64)?)?;
-        claims.validate(validation)
+        verify_token(token, validation, |kid| {
+            self.inner
+                .keys
+                .iter()
+                .find(|key| key.kid() == kid)
+                .map(SigningKey::verifying_key_ref)
+        })
     }
+}
 
-    /// Header rules that apply before the signature is checked; returns the key to check it with.
-    fn check_header(&self, header: &RawHeader) -> Result<&SigningKey, VerifyError> {
-        // Parameters that would let the token bring or point to its own key, or demand
-        // extensions we do not implement (RFC 7515 §4.1.11).
-        for (present, name) in [
-            (header.jwk.0, "jwk"),
-            (header.jku.0, "jku"),
-            (header.x5u.0, "x5u"),
-            (header.x5c.0, "x5c"),
-            (header.crit.0, "crit"),
-        ] {
-            if present {
-                return Err(VerifyError::UnsupportedHeader(name));
+/// Verification-only public keys, e.g. read from Latchkey's published JWKS by a resource
+/// server. [`PublicKeySet::verify`] applies exactly the rules of [`KeyRing::verify`] (they share
+/// the code); only the source of the keys differs.
+///
+/// Cheap to clone: the keys are shared.
+#[derive(Clone, Debug, Default)]
+pub struct PublicKeySet {
+    keys: Arc<[VerifyingKey]>,
+}
+
+impl PublicKeySet {
+    /// A set of keys; fails if two share a `kid`.
+    pub fn new(keys: Vec<VerifyingKey>) -> Result<Self, TokenError> {
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|earlier| earlier.kid() == key.kid()) {
+                return Err(TokenError::DuplicateKeyId(key.kid().to_owned()));
             }
         }
-        match header.typ.as_deref() {
-            Some(typ)
-                if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-                    || typ.eq_ignore_ascii_case(ACCESS_TOKEN_MEDIA_TYPE) => {}
-            _ => return Err(VerifyError::WrongType),
-        }
-        let kid = match header.kid.as_deref() {
-            Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
-            _ => return Err(VerifyError::InvalidKeyId),
-        };
-        // The kid is only ever compared with the ring's own ids.
-        let key = self
-            .inner
+        Ok(PublicKeySet { keys: keys.into() })
+    }
+
+    /// Reads a JWKS, strictly: every key must pass [`VerifyingKey::from_jwk`] and `kid`s must be
+    /// unique. (A consumer that prefers to skip unusable keys can call `from_jwk` per key and
+    /// then [`PublicKeySet::new`].)
+    pub fn from_jwks(jwks: &JwkSet) -> Result<Self, TokenError> {
+        let keys = jwks
             .keys
             .iter()
-            .find(|key| key.kid() == kid)
-            .ok_or(VerifyError::UnknownKey)?;
-        if header.alg.as_deref() != Some(key.algorithm().as_str()) {
-            return Err(VerifyError::WrongAlgorithm);
-        }
-        Ok(key)
+            .map(VerifyingKey::from_jwk)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys)
     }
+
+    pub fn keys(&self) -> &[VerifyingKey] {
+        &self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The key with this `kid`, compared exactly.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.iter().find(|key| key.kid() == kid)
+    }
+
+    /// Verifies a presented access token with these keys; the same checks, in the same order,
+    /// as [`KeyRing::verify`]. [`VerifyError::UnknownKey`] means the header was otherwise
+    /// acceptable but names no key of this set (a caller may refresh its JWKS and retry).
+    pub fn verify(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<AccessTokenClaims, VerifyError> {
+        verify_token(token, validation, |kid| self.get(kid))
+    }
+}
+
+/// The verification shared by [`KeyRing`] and [`PublicKeySet`]; `find_key` looks a `kid` up
+/// among the caller's own keys (and does nothing else with it).
+fn verify_token<'k>(
+    token: &str,
+    validation: &Validation,
+    find_key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<AccessTokenClaims, VerifyError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(VerifyError::TooLong);
+    }
+    let mut segments = token.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(VerifyError::Malformed);
+    };
+    // An unsigned token (`alg: none` style, empty signature) is malformed, whatever its header.
+    if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+        return Err(VerifyError::Malformed);
+    }
+
+    let header: RawHeader = parse_json_object(&decode_segment(header_b64)?)?;
+    let key = check_header(&header, find_key)?;
+
+    let signature = decode_segment(signature_b64)?;
+    // The signing input is the token up to the second dot, exactly as received.
+    let signing_input = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+    if !key.verify_raw(signing_input, &signature) {
+        return Err(VerifyError::BadSignature);
+    }
+
+    let claims: RawClaims = parse_json_object(&decode_segment(payload_b64)?)?;
+    claims.validate(validation)
+}
+
+/// Header rules that apply before the signature is checked; returns the key to check it with.
+fn check_header<'k>(
+    header: &RawHeader,
+    find_key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<&'k VerifyingKey, VerifyError> {
+    // Parameters that would let the token bring or point to its own key, or demand
+    // extensions we do not implement (RFC 7515 §4.1.11).
+    for (present, name) in [
+        (header.jwk.0, "jwk"),
+        (header.jku.0, "jku"),
+        (header.x5u.0, "x5u"),
+        (header.x5c.0, "x5c"),
+        (header.crit.0, "crit"),
+    ] {
+        if present {
+            return Err(VerifyError::UnsupportedHeader(name));
+        }
+    }
+    match header.typ.as_deref() {
+        Some(typ)
+            if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+                || typ.eq_ignore_ascii_case(ACCESS_TOKEN_MEDIA_TYPE) => {}
+        _ => return Err(VerifyError::WrongType),
+    }
+    let kid = match header.kid.as_deref() {
+        Some(kid) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
+        _ => return Err(VerifyError::InvalidKeyId),
+    };
+    // The kid is only ever compared with the caller's own ids.
+    let key = find_key(kid).ok_or(VerifyError::UnknownKey)?;
+    if header.alg.as_deref() != Some(key.algorithm().as_str()) {
+        return Err(VerifyError::WrongAlgorithm);
+    }
+    Ok(key)
 }
 
 /// Strict base64url: no padding, no stray characters, no non-zero trailing bits.

@@ -1,4 +1,5 @@
-//! Signing keys: generation, loading from the store, signing and signature checks.
+//! Signing keys: generation, loading from the store, signing and signature checks; and
+//! verification-only public keys ([`VerifyingKey`]) built from a published JWK.
 //!
 //! A key is parsed once, when it is created or loaded; signing and verifying reuse the parsed
 //! form, so no DER is decoded on the hot path.
@@ -94,14 +95,12 @@ enum Signer {
 }
 
 struct Inner {
-    kid: String,
-    alg: Algorithm,
     created_at: OffsetDateTime,
     /// Kept only so the store can persist the key; wiped from memory on drop.
     pkcs8: Zeroizing<Vec<u8>>,
     signer: Signer,
-    verifier: ParsedPublicKey,
-    jwk: Jwk,
+    /// The public half: `kid`, algorithm, parsed public key and JWK.
+    public: VerifyingKey,
     /// base64url of `{"alg":..,"typ":"at+jwt","kid":..}`: the same for every token this key
     /// signs, so it is encoded once.
     header_b64: String,
@@ -172,13 +171,17 @@ impl SigningKey {
         })?);
         Ok(SigningKey {
             inner: Arc::new(Inner {
-                kid,
-                alg,
                 created_at,
                 pkcs8: Zeroizing::new(private_pkcs8_der.to_vec()),
                 signer,
-                verifier,
-                jwk,
+                public: VerifyingKey {
+                    inner: Arc::new(VerifyingInner {
+                        kid,
+                        alg,
+                        verifier,
+                        jwk,
+                    }),
+                },
                 header_b64,
             }),
         })
@@ -186,11 +189,11 @@ impl SigningKey {
 
     /// The key id published in the JWKS and put in every token header.
     pub fn kid(&self) -> &str {
-        &self.inner.kid
+        self.inner.public.kid()
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        self.inner.alg
+        self.inner.public.algorithm()
     }
 
     pub fn created_at(&self) -> OffsetDateTime {
@@ -204,7 +207,16 @@ impl SigningKey {
 
     /// The public half as a JWK (RFC 7517), for the JWKS endpoint.
     pub fn public_jwk(&self) -> Jwk {
-        self.inner.jwk.clone()
+        self.inner.public.jwk().clone()
+    }
+
+    /// The public half as a verification-only key (cheap: shared, not copied).
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.inner.public.clone()
+    }
+
+    pub(crate) fn verifying_key_ref(&self) -> &VerifyingKey {
+        &self.inner.public
     }
 
     /// base64url of the protected header this key puts on every token.
@@ -223,17 +235,129 @@ impl SigningKey {
     }
 
     /// Checks a JWS signature with this key's algorithm; the token never chooses it.
+    #[cfg(test)]
     pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.inner.verifier.verify_sig(message, signature).is_ok()
+        self.inner.public.verify_raw(message, signature)
     }
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
+            .field("kid", &self.kid())
+            .field("alg", &self.algorithm())
+            .field("created_at", &self.inner.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+struct VerifyingInner {
+    kid: String,
+    alg: Algorithm,
+    verifier: ParsedPublicKey,
+    jwk: Jwk,
+}
+
+/// A public key that checks signatures and nothing else: the public half of a
+/// [`SigningKey`], or a key read from a published JWKS by a resource server
+/// ([`VerifyingKey::from_jwk`]).
+///
+/// Cheap to clone (the parsed key is shared).
+#[derive(Clone)]
+pub struct VerifyingKey {
+    inner: Arc<VerifyingInner>,
+}
+
+impl VerifyingKey {
+    /// Reads one published JWK. Only the two forms Latchkey publishes are accepted:
+    /// `{"kty":"OKP","crv":"Ed25519","alg":"EdDSA"}` (RFC 8037) and
+    /// `{"kty":"EC","crv":"P-256","alg":"ES256"}` (RFC 7518 §6.2), with `use: "sig"`,
+    /// a valid `kid`, and coordinates of exactly 32 bytes in strict base64url. `kty`, `crv` and
+    /// `alg` must agree, so a key always fixes the one algorithm its tokens may use.
+    /// A P-256 point that is not on the curve is refused.
+    pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
+        let bad = |reason: &'static str| TokenError::InvalidJwk {
+            kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
+            reason,
+        };
+        if !valid_kid(&jwk.kid) {
+            return Err(TokenError::InvalidKeyId(
+                jwk.kid.chars().take(MAX_KID_LEN).collect(),
+            ));
+        }
+        if jwk.use_ != "sig" {
+            return Err(bad("\"use\" is not \"sig\""));
+        }
+        let alg: Algorithm = jwk.alg.parse().map_err(|_| bad("unsupported \"alg\""))?;
+        let coordinate = |value: &str| -> Result<[u8; 32], TokenError> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(value)
+                .map_err(|_| bad("coordinate is not base64url"))?;
+            <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad("coordinate is not 32 bytes"))
+        };
+        let public = match alg {
+            Algorithm::EdDSA => {
+                if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
+                    return Err(bad("\"kty\"/\"crv\" do not match \"alg\""));
+                }
+                if jwk.y.is_some() {
+                    return Err(bad("unexpected \"y\" in an Ed25519 key"));
+                }
+                coordinate(&jwk.x)?.to_vec()
+            }
+            Algorithm::ES256 => {
+                if jwk.kty != "EC" || jwk.crv != "P-256" {
+                    return Err(bad("\"kty\"/\"crv\" do not match \"alg\""));
+                }
+                let y = jwk.y.as_deref().ok_or_else(|| bad("missing \"y\""))?;
+                let mut point = Vec::with_capacity(65);
+                point.push(0x04);
+                point.extend_from_slice(&coordinate(&jwk.x)?);
+                point.extend_from_slice(&coordinate(y)?);
+                point
+            }
+        };
+        let verifier = ParsedPublicKey::new(alg.verification_algorithm(), &public)
+            .map_err(|_| bad("not a valid public key"))?;
+        // Normalised from the parsed bytes, so `jwk()` shows exactly what is checked.
+        let jwk = Jwk::from_public_key(alg, &jwk.kid, &public)
+            .ok_or_else(|| bad("not a valid public key"))?;
+        Ok(VerifyingKey {
+            inner: Arc::new(VerifyingInner {
+                kid: jwk.kid.clone(),
+                alg,
+                verifier,
+                jwk,
+            }),
+        })
+    }
+
+    /// The key id tokens name in their header.
+    pub fn kid(&self) -> &str {
+        &self.inner.kid
+    }
+
+    /// The only algorithm a token signed by this key may declare.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.alg
+    }
+
+    /// The key as a JWK.
+    pub fn jwk(&self) -> &Jwk {
+        &self.inner.jwk
+    }
+
+    /// Checks a JWS signature with this key's algorithm; the token never chooses it.
+    pub(crate) fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.inner.verifier.verify_sig(message, signature).is_ok()
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
             .field("kid", &self.inner.kid)
             .field("alg", &self.inner.alg)
-            .field("created_at", &self.inner.created_at)
             .finish_non_exhaustive()
     }
 }
@@ -398,6 +522,98 @@ mod tests {
                 let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
                 assert!(!debug.contains(&hex));
             }
+        }
+    }
+
+    #[test]
+    fn verifying_key_from_published_jwk() {
+        for alg in Algorithm::ALL {
+            let key = SigningKey::generate(alg, now()).expect("generate");
+            let jwk: Jwk =
+                serde_json::from_str(&serde_json::to_string(&key.public_jwk()).expect("json"))
+                    .expect("parse");
+            let public = VerifyingKey::from_jwk(&jwk).expect("usable");
+            assert_eq!(public.kid(), key.kid());
+            assert_eq!(public.algorithm(), alg);
+            assert_eq!(public.jwk(), &key.public_jwk());
+            assert_eq!(key.verifying_key().kid(), key.kid());
+            let sig = key.sign_raw(b"message").expect("sign");
+            assert!(public.verify_raw(b"message", sig.as_ref()));
+            assert!(!public.verify_raw(b"messagf", sig.as_ref()));
+            let debug = format!("{public:?}");
+            assert!(debug.contains(key.kid()) && debug.contains("VerifyingKey"));
+        }
+    }
+
+    #[test]
+    fn verifying_key_refuses_malformed_jwks() {
+        let ed = SigningKey::generate(Algorithm::EdDSA, now())
+            .expect("generate")
+            .public_jwk();
+        let ec = SigningKey::generate(Algorithm::ES256, now())
+            .expect("generate")
+            .public_jwk();
+        let invalid = |jwk: Jwk| match VerifyingKey::from_jwk(&jwk) {
+            Err(TokenError::InvalidJwk { reason, .. }) => reason,
+            other => panic!("expected InvalidJwk, got {other:?}"),
+        };
+        let mut cases: Vec<Jwk> = Vec::new();
+        for (field, value) in [
+            ("alg", "none"),
+            ("alg", "HS256"),
+            ("alg", "RS256"),
+            ("alg", "eddsa"),
+            ("alg", "ES256"),
+            ("use", "enc"),
+            ("use", ""),
+            ("kty", "EC"),
+            ("crv", "X25519"),
+            ("x", "AAAA"),
+            ("x", "not base64!"),
+        ] {
+            let mut jwk = ed.clone();
+            match field {
+                "alg" => jwk.alg = value.into(),
+                "use" => jwk.use_ = value.into(),
+                "kty" => jwk.kty = value.into(),
+                "crv" => jwk.crv = value.into(),
+                _ => jwk.x = value.into(),
+            }
+            cases.push(jwk);
+        }
+        let mut with_y = ed.clone();
+        with_y.y = ec.y.clone();
+        cases.push(with_y);
+        let mut no_y = ec.clone();
+        no_y.y = None;
+        cases.push(no_y);
+        let mut wrong_alg = ec.clone();
+        wrong_alg.alg = "EdDSA".into();
+        cases.push(wrong_alg);
+        let mut wrong_crv = ec.clone();
+        wrong_crv.crv = "P-384".into();
+        cases.push(wrong_crv);
+        // A point that is not on the curve: y flipped.
+        let mut off_curve = ec.clone();
+        let mut y = URL_SAFE_NO_PAD
+            .decode(ec.y.as_deref().expect("y"))
+            .expect("b64");
+        y[31] ^= 1;
+        off_curve.y = Some(URL_SAFE_NO_PAD.encode(&y));
+        cases.push(off_curve);
+        let mut padded = ed.clone();
+        padded.x.push('=');
+        cases.push(padded);
+        for jwk in cases {
+            let _ = invalid(jwk);
+        }
+        for kid in ["", "a b", &"k".repeat(MAX_KID_LEN + 1)] {
+            let mut jwk = ed.clone();
+            jwk.kid = kid.into();
+            assert!(matches!(
+                VerifyingKey::from_jwk(&jwk),
+                Err(TokenError::InvalidKeyId(_))
+            ));
         }
     }
 }

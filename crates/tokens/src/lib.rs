@@ -8,6 +8,8 @@
 //! - [`KeyRing::sign`] / [`KeyRing::verify`]: access tokens with header
 //!   `{"alg","typ":"at+jwt","kid"}`. Verification is strict: the key named by `kid` fixes the
 //!   algorithm, key-carrying headers are refused, and time comes from [`Validation::now`].
+//! - [`PublicKeySet`] / [`VerifyingKey`]: the same verification with public keys only, read
+//!   from the published JWKS ([`PublicKeySet::from_jwks`]), for resource servers.
 //!
 //! Signatures come from aws-lc-rs directly; keys are parsed once and shared.
 #![deny(clippy::unwrap_used)]
@@ -19,5 +21,5 @@ mod key;
 
 pub use error::{ParseAlgorithmError, TokenError, VerifyError};
 pub use jwk::{Jwk, JwkSet};
-pub use jwt::{AccessTokenClaims, KeyRing, MAX_TOKEN_LEN, Validation, new_jti};
-pub use key::{Algorithm, MAX_KID_LEN, SigningKey};
+pub use jwt::{AccessTokenClaims, KeyRing, MAX_TOKEN_LEN, PublicKeySet, Validation, new_jti};
+pub use key::{Algorithm, MAX_KID_LEN, SigningKey, VerifyingKey};

@@ -115,11 +115,10 @@ pub async fn change_password(
     let hash = state.passwords.hash(new).await?;
     state.store.set_password_hash(user.id, &hash).await?;
     let revoked = state
-        .store
         .revoke_user_sessions(
             user.id,
             Some(caller.session.id),
-            &state.revocation(RevokeReason::PasswordChanged),
+            RevokeReason::PasswordChanged,
         )
         .await?;
     tracing::info!(target: "latchkey::security", user_id = %user.id, revoked = revoked.len(), "password changed; other sessions revoked");

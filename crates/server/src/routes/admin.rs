@@ -94,8 +94,7 @@ pub async fn ban(
     // Ban first: a login racing this call either fails or is revoked just below.
     state.store.set_banned(id, Some(now)).await?;
     let revoked = state
-        .store
-        .revoke_user_sessions(id, None, &state.revocation(RevokeReason::Banned))
+        .revoke_user_sessions(id, None, RevokeReason::Banned)
         .await?;
     tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "user banned");
     Ok(StatusCode::NO_CONTENT)
@@ -119,9 +118,20 @@ pub async fn revoke_sessions(
 ) -> ApiResult<StatusCode> {
     let id = existing_user(&state, &id).await?;
     let revoked = state
-        .store
-        .revoke_user_sessions(id, None, &state.revocation(RevokeReason::Admin))
+        .revoke_user_sessions(id, None, RevokeReason::Admin)
         .await?;
     tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "all sessions revoked by admin");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publishes a new signing key now; it signs after `keys.publish_delay`.
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    _: Admin,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let kid = crate::keys::rotate(&state).await.map_err(|e| match e {
+        crate::state::StartError::Store(e) => ApiError::from(e),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    Ok(axum::Json(serde_json::json!({ "kid": kid })))
 }

@@ -1,7 +1,9 @@
 //! HTTP handlers, one module per part of the API (../shared/API.md).
 pub mod accounts;
 pub mod admin;
+pub mod authorize;
 pub mod discovery;
+pub mod feed;
 pub mod health;
 pub mod oauth;
 pub mod pages;

@@ -202,8 +202,7 @@ async fn refresh_grant(
                 // Durable before we answer; if the write fails the request fails (503) and
                 // the reused token is still refused.
                 state
-                    .store
-                    .revoke_session(session.id, &state.revocation(RevokeReason::ReuseDetected))
+                    .revoke_session(session.id, RevokeReason::ReuseDetected)
                     .await?;
                 tracing::warn!(
                     target: "latchkey::security",
@@ -290,10 +289,7 @@ pub async fn revoke(
         .as_deref()
         .ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
     if let Some(sid) = session_of_token(&state, token, &client).await?
-        && state
-            .store
-            .revoke_session(sid, &state.revocation(RevokeReason::Logout))
-            .await?
+        && state.revoke_session(sid, RevokeReason::Logout).await?
     {
         tracing::info!(sid = %sid, client_id = %client.id, "session revoked through /oauth/revoke");
     }
@@ -330,4 +326,133 @@ async fn session_of_token(
         .ok()
         .filter(|claims| claims.client_id == client.id)
         .and_then(|claims| SessionId::parse(&claims.sid)))
+}
+
+#[derive(Deserialize)]
+pub struct IntrospectRequest {
+    token: Option<String>,
+    #[allow(dead_code)] // a hint only: both kinds are tried
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 7662. The caller is a confidential client or holds the admin token. Anything that is
+/// not an active token of a live session is exactly `{"active":false}`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: ClientInfo,
+    OAuthBody(req): OAuthBody<IntrospectRequest>,
+) -> ApiResult<Response> {
+    state.throttles.token_per_ip.check(&peer.ip)?;
+    authenticate_introspector(&state, &headers, &req)?;
+    let token = req
+        .token
+        .as_deref()
+        .ok_or_else(|| ApiError::InvalidRequest("token is required".into()))?;
+    let body = introspection(&state, token)
+        .await?
+        .unwrap_or_else(|| serde_json::json!({"active": false}));
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn authenticate_introspector(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &IntrospectRequest,
+) -> ApiResult<()> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if let Some(presented) = bearer {
+        let ok = state.config.admin_token.as_ref().is_some_and(|expected| {
+            use sha2::Digest;
+            use subtle::ConstantTimeEq;
+            bool::from(
+                sha2::Sha256::digest(presented.as_bytes())
+                    .ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes())),
+            )
+        });
+        return if ok {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidClient(
+                "introspection needs a confidential client or the admin token".into(),
+            ))
+        };
+    }
+    let client = clients::authenticate(
+        state,
+        Presented {
+            headers,
+            client_id: req.client_id.as_deref(),
+            client_secret: req.client_secret.as_deref(),
+        },
+    )?;
+    if client.kind != crate::config::ClientKind::Confidential {
+        return Err(ApiError::InvalidClient(
+            "introspection needs a confidential client or the admin token".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The RFC 7662 body for an active token, or None.
+async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_json::Value>> {
+    let now = state.clock.now();
+    if let Some(secret) = Secret::parse(token) {
+        let Some((t, session)) = state.store.refresh_token(&secret.hash()).await? else {
+            return Ok(None);
+        };
+        if t.consumed_at.is_some() || !session.is_live(now) {
+            return Ok(None);
+        }
+        return Ok(Some(serde_json::json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": session.user_id.to_string(),
+            "sid": session.id.to_string(),
+            "client_id": t.client_id,
+            "scope": session.scope.unwrap_or_default(),
+            "iat": t.issued_at.unix_timestamp(),
+            "exp": session.expires_at.unix_timestamp(),
+            "iss": state.issuer,
+        })));
+    }
+    let validation = Validation {
+        issuer: state.issuer.clone(),
+        audience: None,
+        leeway_secs: OWN_LEEWAY_SECS,
+        now: now.unix_timestamp(),
+    };
+    let Ok(claims) = state.keyring().verify(token, &validation) else {
+        return Ok(None);
+    };
+    let Some(sid) = SessionId::parse(&claims.sid) else {
+        return Ok(None);
+    };
+    match state.store.session(sid).await? {
+        Some(session) if session.is_live(now) => Ok(Some(serde_json::json!({
+            "active": true,
+            "token_type": "Bearer",
+            "sub": claims.sub,
+            "sid": claims.sid,
+            "client_id": claims.client_id,
+            "scope": claims.scope,
+            "iat": claims.iat,
+            "exp": claims.exp,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "jti": claims.jti,
+        }))),
+        _ => Ok(None),
+    }
 }

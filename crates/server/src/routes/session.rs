@@ -66,10 +66,7 @@ pub async fn login(
         && let Some(old) = state.store.session_by_secret(&old.hash()).await?
         && old.kind == SessionKind::Cookie
     {
-        state
-            .store
-            .revoke_session(old.id, &state.revocation(RevokeReason::Logout))
-            .await?;
+        state.revoke_session(old.id, RevokeReason::Logout).await?;
     }
     let secret = Secret::generate();
     let session = Session {
@@ -122,8 +119,7 @@ pub async fn logout(
     CookieCaller(caller): CookieCaller,
 ) -> ApiResult<Response> {
     state
-        .store
-        .revoke_session(caller.session.id, &state.revocation(RevokeReason::Logout))
+        .revoke_session(caller.session.id, RevokeReason::Logout)
         .await?;
     tracing::info!(sid = %caller.session.id, "cookie logout");
     Ok(cleared_cookie(&state))

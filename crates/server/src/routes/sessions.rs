@@ -62,8 +62,7 @@ pub async fn revoke(
         return Err(ApiError::NotFound);
     };
     state
-        .store
-        .revoke_session(target.id, &state.revocation(RevokeReason::UserRevoked))
+        .revoke_session(target.id, RevokeReason::UserRevoked)
         .await?;
     tracing::info!(sid = %target.id, by = %caller.session.id, "session revoked by its user");
     if target.id == caller.session.id && caller.kind == AuthKind::Cookie {
@@ -74,11 +73,10 @@ pub async fn revoke(
 
 pub async fn revoke_others(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
     let revoked = state
-        .store
         .revoke_user_sessions(
             caller.session.user_id,
             Some(caller.session.id),
-            &state.revocation(RevokeReason::UserRevoked),
+            RevokeReason::UserRevoked,
         )
         .await?;
     tracing::info!(count = revoked.len(), by = %caller.session.id, "other sessions revoked by their user");

@@ -36,6 +36,11 @@ struct Chromedriver {
 impl Chromedriver {
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let (child, port) = Self::spawn(&dir);
+        Self { child, port, dir }
+    }
+
+    fn spawn(dir: &tempfile::TempDir) -> (Child, u16) {
         // chromedriver cannot pick its own port: take a free one and hand it over.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -52,7 +57,7 @@ impl Chromedriver {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        Self { child, port, dir }
+        (child, port)
     }
 
     fn url(&self) -> String {
@@ -95,12 +100,17 @@ impl Chromedriver {
             .expect("client");
         let deadline = Instant::now() + WAIT;
         let mut last_error = String::from("chromedriver never answered");
+        let mut respawns = 0;
         loop {
             if let Ok(Some(exit)) = self.child.try_wait() {
-                panic!(
+                // Most likely the port was taken between our probe and its bind: another one.
+                assert!(
+                    respawns < 2,
                     "chromedriver exited early ({exit}); its log:\n{}",
                     self.log_tail()
                 );
+                respawns += 1;
+                (self.child, self.port) = Self::spawn(&self.dir);
             }
             let ready = status
                 .get(format!("{}/status", self.url()))
@@ -285,15 +295,17 @@ async fn click(browser: &Client, locator: Locator<'_>) {
 
 /// Sets the session cookie in the browser (for the current page's site), as the server would.
 async fn put_cookie(browser: &Client, value: &str) {
-    let mut cookie = fantoccini::cookies::Cookie::new(COOKIE, value.to_string());
-    cookie.set_path("/");
-    cookie.set_secure(true);
-    cookie.set_http_only(true);
-    cookie.set_same_site(fantoccini::cookies::Cookie::parse("x=y; SameSite=Lax").ok().and_then(|c| c.same_site()));
+    let mut cookie = fantoccini::cookies::Cookie::parse(format!(
+        "{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Lax"
+    ))
+    .expect("cookie");
     // fantoccini sends an absent domain as null, which chromedriver refuses.
     cookie.set_domain("127.0.0.1");
     browser.add_cookie(cookie).await.expect("add the cookie");
-    let stored = browser.get_named_cookie(COOKIE).await.expect("cookie stored");
+    let stored = browser
+        .get_named_cookie(COOKIE)
+        .await
+        .expect("cookie stored");
     assert_eq!(stored.value(), value);
 }
 

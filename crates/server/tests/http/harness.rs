@@ -137,6 +137,14 @@ impl TestApp {
         let state = AppState::new(config, store.clone(), Arc::new(clock.clone()))
             .await
             .expect("state");
+        // Forward auth fails closed until the revocation log has been read: read it now and
+        // keep following it, as `serve` does.
+        state
+            .follower
+            .poll_once(&state)
+            .await
+            .expect("read the revocation log");
+        latchkey_server::feed::spawn_follower(&state);
         Self {
             router: app(state.clone()),
             state,

@@ -73,13 +73,23 @@ fn forge(key: &SigningKey, header: &Value, payload: &Value) -> String {
     forge_raw(key, &header.to_string(), &payload.to_string())
 }
 
-/// Forge with `key` and verify against a ring holding only `key`.
+/// Forge with `key` and verify against a ring holding only `key`. Every case also goes through
+/// a [`PublicKeySet`] read from the ring's published JWKS, which must agree exactly.
 fn check(
     key: &SigningKey,
     header: &Value,
     payload: &Value,
 ) -> Result<AccessTokenClaims, VerifyError> {
-    ring_of(key).verify(&forge(key, header, payload), &validation())
+    let token = forge(key, header, payload);
+    let ring = ring_of(key);
+    let result = ring.verify(&token, &validation());
+    let public = PublicKeySet::from_jwks(&ring.jwks()).expect("published JWKS reads back");
+    assert_eq!(
+        public.verify(&token, &validation()),
+        result,
+        "PublicKeySet disagrees"
+    );
+    result
 }
 
 fn with(mut value: Value, name: &str, new: Value) -> Value {
@@ -917,4 +927,106 @@ fn verify_errors_never_contain_the_token() {
     for part in segments(&tampered) {
         assert!(!shown.contains(&part));
     }
+}
+
+/// Resource servers verify with [`PublicKeySet`] read from the JWKS *text*; every token and
+/// forgery the ring refuses, the public set refuses for the same reason.
+#[test]
+fn public_key_set_from_jwks_text_matches_the_ring() {
+    let ed = key(Algorithm::EdDSA);
+    let ec = key(Algorithm::ES256);
+    let ring = KeyRing::new(vec![ed.clone(), ec.clone()], ed.kid()).expect("ring");
+    let text = serde_json::to_string(&ring.jwks()).expect("jwks");
+    let jwks: JwkSet = serde_json::from_str(&text).expect("parse");
+    let public = PublicKeySet::from_jwks(&jwks).expect("public set");
+    assert_eq!(public.len(), 2);
+    assert!(!public.is_empty());
+    assert_eq!(
+        public.get(ec.kid()).map(VerifyingKey::algorithm),
+        Some(Algorithm::ES256)
+    );
+    assert!(public.get("nope").is_none());
+    assert_eq!(ring.public_keys().keys().len(), 2);
+
+    let signed_by_ec = KeyRing::new(vec![ec.clone()], ec.kid()).expect("ring");
+    let mut tokens = vec![
+        ring.sign(&claims()).expect("sign"),
+        signed_by_ec.sign(&claims()).expect("sign"),
+    ];
+    // A few refusals of different kinds.
+    tokens.push(forge(
+        &ed,
+        &with(header(&ed), "alg", json!("none")),
+        &payload(),
+    ));
+    tokens.push(forge(
+        &ed,
+        &with(header(&ed), "jku", json!("https://evil")),
+        &payload(),
+    ));
+    tokens.push(forge(
+        &ed,
+        &with(header(&ed), "kid", json!("unknown")),
+        &payload(),
+    ));
+    tokens.push(forge(
+        &ed,
+        &header(&ed),
+        &with(payload(), "exp", json!(NOW - 60)),
+    ));
+    tokens.push(forge(&key(Algorithm::EdDSA), &header(&ed), &payload()));
+    tokens.push("a".repeat(MAX_TOKEN_LEN + 1));
+    for token in &tokens {
+        assert_eq!(
+            public.verify(token, &validation()),
+            ring.verify(token, &validation())
+        );
+    }
+    assert!(public.verify(&tokens[0], &validation()).is_ok());
+    assert!(public.verify(&tokens[1], &validation()).is_ok());
+    assert_eq!(
+        public.verify(&tokens[4], &validation()),
+        Err(VerifyError::UnknownKey)
+    );
+    assert_eq!(
+        PublicKeySet::default().verify(&tokens[0], &validation()),
+        Err(VerifyError::UnknownKey)
+    );
+}
+
+#[test]
+fn public_key_set_refuses_duplicate_kids_and_bad_keys() {
+    let a = key(Algorithm::EdDSA);
+    let twin = SigningKey::from_stored(
+        a.kid().to_owned(),
+        Algorithm::EdDSA,
+        key(Algorithm::EdDSA).private_pkcs8_der(),
+        a.created_at(),
+    )
+    .expect("load");
+    let jwks = JwkSet {
+        keys: vec![a.public_jwk(), twin.public_jwk()],
+    };
+    assert!(matches!(
+        PublicKeySet::from_jwks(&jwks),
+        Err(TokenError::DuplicateKeyId(_))
+    ));
+    assert!(matches!(
+        PublicKeySet::new(vec![a.verifying_key(), twin.verifying_key()]),
+        Err(TokenError::DuplicateKeyId(_))
+    ));
+    let mut bad = a.public_jwk();
+    bad.alg = "HS256".into();
+    let jwks = JwkSet {
+        keys: vec![key(Algorithm::ES256).public_jwk(), bad],
+    };
+    assert!(matches!(
+        PublicKeySet::from_jwks(&jwks),
+        Err(TokenError::InvalidJwk { .. })
+    ));
+    assert!(
+        PublicKeySet::from_jwks(&JwkSet::default())
+            .expect("empty")
+            .is_empty()
+    );
 }

@@ -1,0 +1,121 @@
+//! The revocation feed, server side: each instance follows the store's revocation log
+//! (which every instance writes) and keeps the set of revoked sessions whose access tokens may
+//! still be live. That set answers forward-auth checks without a store lookup, and new events
+//! are pushed to Server-Sent-Event subscribers.
+use crate::state::AppState;
+use latchkey_core::{RevocationEvent, SessionId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+/// How often each instance reads new events from the store.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Past this without a successful read, local checks fail closed.
+pub const MAX_STALENESS: Duration = Duration::from_secs(5);
+/// Events per page, for the store and for `GET /v1/revocations`.
+pub const PAGE: u32 = 1000;
+
+pub struct Follower {
+    revoked: RwLock<HashMap<SessionId, OffsetDateTime>>,
+    cursor: AtomicI64,
+    last_ok: Mutex<Option<Instant>>,
+    events: broadcast::Sender<RevocationEvent>,
+}
+
+impl Default for Follower {
+    fn default() -> Self {
+        Self {
+            revoked: RwLock::new(HashMap::new()),
+            cursor: AtomicI64::new(0),
+            last_ok: Mutex::new(None),
+            events: broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl Follower {
+    /// Whether `sid` was revoked (as far as this instance has read the log).
+    pub fn is_revoked(&self, sid: &SessionId) -> bool {
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sid)
+    }
+
+    /// True when the log was read successfully within [`MAX_STALENESS`].
+    pub fn is_fresh(&self) -> bool {
+        self.last_ok
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() <= MAX_STALENESS)
+    }
+
+    /// Records a revocation made by this instance at once, ahead of the next poll.
+    pub fn note_local(&self, sid: SessionId, exp: OffsetDateTime) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid, exp);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
+        self.events.subscribe()
+    }
+
+    /// Reads everything new from the store; returns how many events arrived.
+    pub async fn poll_once(&self, state: &AppState) -> Result<usize, latchkey_store::StoreError> {
+        let now = state.clock.now();
+        let mut total = 0;
+        loop {
+            let after = self.cursor.load(Ordering::SeqCst);
+            let page = state.store.revocations_after(after, PAGE, now).await?;
+            let n = page.len();
+            {
+                let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                for event in &page {
+                    revoked.insert(event.sid, event.exp);
+                }
+                revoked.retain(|_, exp| *exp > now);
+            }
+            for event in page.iter().copied() {
+                self.cursor.store(event.cursor, Ordering::SeqCst);
+                // No subscribers is fine.
+                let _ = self.events.send(event);
+            }
+            total += n;
+            if n < PAGE as usize {
+                break;
+            }
+        }
+        *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Ok(total)
+    }
+}
+
+/// Follows the log for the life of the runtime.
+pub fn spawn_follower(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            match state.follower.poll_once(&state).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("revocation log readable again");
+                }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read the revocation log; forward auth fails closed after 5 s");
+                }
+                Err(_) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! `GET /v1/authorize`: forward authentication for nginx `auth_request`, Traefik
+//! `forwardAuth` and Envoy. Bearer tokens are checked locally (signature + this instance's
+//! copy of the revocation feed, no store lookup); cookies are checked against the store.
+use crate::auth::{OWN_LEEWAY_SECS, bearer_token};
+use crate::caller::authenticate_cookie;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::{SessionId, UserId};
+use latchkey_tokens::Validation;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Usernames never change, so forward auth can remember them instead of asking the store.
+#[derive(Default)]
+pub struct UsernameCache(RwLock<HashMap<UserId, String>>);
+
+const USERNAME_CACHE_MAX: usize = 100_000;
+
+impl UsernameCache {
+    pub async fn get(&self, state: &AppState, id: UserId) -> ApiResult<String> {
+        if let Some(name) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(name.clone());
+        }
+        let user = state
+            .store
+            .user_by_id(id)
+            .await?
+            .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= USERNAME_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(id, user.username.clone());
+        Ok(user.username)
+    }
+}
+
+/// Whom a forward-auth request is for.
+pub struct Authorized {
+    pub user: UserId,
+    pub sid: SessionId,
+}
+
+/// Verifies a Bearer access token without touching the store.
+fn check_bearer(state: &AppState, token: &str) -> ApiResult<Authorized> {
+    let validation = Validation {
+        issuer: state.issuer.clone(),
+        audience: None,
+        leeway_secs: OWN_LEEWAY_SECS,
+        now: state.clock.now().unix_timestamp(),
+    };
+    let claims = state
+        .keyring()
+        .verify(token, &validation)
+        .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
+    let (Some(sid), Some(user)) = (SessionId::parse(&claims.sid), UserId::parse(&claims.sub))
+    else {
+        return Err(ApiError::Unauthorized("the access token is invalid"));
+    };
+    // Fail closed when this instance has lost track of revocations.
+    if !state.follower.is_fresh() {
+        return Err(ApiError::Unavailable(
+            "the revocation log has not been read recently".into(),
+        ));
+    }
+    if state.follower.is_revoked(&sid) {
+        return Err(ApiError::Unauthorized(
+            "the session of this access token has ended",
+        ));
+    }
+    Ok(Authorized { user, sid })
+}
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = bearer_token(parts) {
+            return check_bearer(state, token);
+        }
+        let secret = state
+            .cookie
+            .read(&parts.headers)
+            .map_err(|_| ApiError::Unauthorized("the session cookie is invalid"))?
+            .ok_or(ApiError::Unauthorized("authentication is required"))?;
+        let session = authenticate_cookie(state, &secret).await?;
+        Ok(Authorized {
+            user: session.user_id,
+            sid: session.id,
+        })
+    }
+}
+
+pub async fn authorize(State(state): State<AppState>, who: Authorized) -> ApiResult<Response> {
+    let username = state.usernames.get(&state, who.user).await?;
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    let value = |s: String| {
+        HeaderValue::from_str(&s).map_err(|_| ApiError::Internal("header value".into()))
+    };
+    headers.insert("x-latchkey-user", value(who.user.to_string())?);
+    headers.insert("x-latchkey-username", value(username)?);
+    headers.insert("x-latchkey-session", value(who.sid.to_string())?);
+    headers.insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,754 @@
+//! PostgreSQL backend: many Latchkey instances, one database. One pool; every multi-step write
+//! is one transaction at READ COMMITTED (the server default). There, an UPDATE that had to wait
+//! for a concurrent writer re-checks its WHERE clause against the row that writer committed, so
+//! a conditional UPDATE (`… AND consumed_at IS NULL`) matches for exactly one of any number of
+//! concurrent callers.
+use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use async_trait::async_trait;
+use latchkey_core::{
+    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
+    SessionId, SessionKind, User, UserId,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Connection, FromRow, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per process. Several processes share one server (default `max_connections` 100).
+const MAX_CONNECTIONS: u32 = 16;
+/// Waiting for a pooled connection, including connecting: past this the store is unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Server-side limits on every pooled connection: a statement (lock waits included) that runs
+/// longer fails, so a stuck database fails requests closed instead of hanging them; a
+/// transaction left idle (a stalled client) is ended so its row locks are released.
+const SESSION_SETTINGS: [(&str, &str); 2] = [
+    ("statement_timeout", "5s"),
+    ("idle_in_transaction_session_timeout", "30s"),
+];
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to a `postgres://` URL and migrates the database, in the schema its
+    /// `search_path` names first (`public` by default).
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::open(url, None).await
+    }
+
+    /// Like [`connect`](Self::connect), but keeps every table (the migration history included)
+    /// in `schema`, created if missing: each pooled connection searches that schema alone.
+    /// The name must be a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub async fn connect_with_schema(url: &str, schema: &str) -> StoreResult<Self> {
+        check_schema_name(schema)?;
+        Self::open(url, Some(schema)).await
+    }
+
+    async fn open(url: &str, schema: Option<&str>) -> StoreResult<Self> {
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL URL: {e}")))?
+            .application_name(&application_name(schema))
+            .options(SESSION_SETTINGS);
+        if let Some(schema) = schema {
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        // Migrations run on a connection of their own, taken out of the pool, without the
+        // statement timeout: building an index on a large table, or waiting for another
+        // instance that is migrating at the same time (the migrator's lock), may take longer.
+        let mut conn = pool.acquire().await.map_err(unavailable)?.detach();
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if let Some(schema) = schema {
+            // The name was checked: a plain identifier, nothing to escape.
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        }
+        MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migrating PostgreSQL database: {e}")))?;
+        conn.close().await.map_err(unavailable)?;
+        Ok(Self { pool })
+    }
+}
+
+/// How the store's connections appear in `pg_stat_activity`.
+fn application_name(schema: Option<&str>) -> String {
+    match schema {
+        Some(schema) => format!("latchkey/{schema}"),
+        None => "latchkey".to_string(),
+    }
+}
+
+fn check_schema_name(schema: &str) -> StoreResult<()> {
+    let mut chars = schema.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && schema.len() <= 63;
+    if plain {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "bad PostgreSQL schema name {schema:?}: expected [a-z_][a-z0-9_]*, at most 63 bytes"
+        )))
+    }
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn to_nanos(t: OffsetDateTime) -> i64 {
+    // i64 nanoseconds cover 1677..2262; timestamps outside are clamped, never wrapped.
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {n}: {e}")))
+}
+
+fn opt_from_nanos(n: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    n.map(from_nanos).transpose()
+}
+
+fn parse_uuid(text: &str) -> StoreResult<uuid::Uuid> {
+    uuid::Uuid::try_parse(text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
+}
+
+fn hash_from(bytes: Option<Vec<u8>>) -> StoreResult<Option<SecretHash>> {
+    bytes
+        .map(|b| {
+            SecretHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("hash length".into()))
+        })
+        .transpose()
+}
+
+struct UserRow(User);
+
+impl FromRow<'_, PgRow> for UserRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let decode = || -> StoreResult<User> {
+            Ok(User {
+                id: UserId(parse_uuid(row.try_get("id").map_err(unavailable)?)?),
+                username: row.try_get("username").map_err(unavailable)?,
+                password_hash: row.try_get("password_hash").map_err(unavailable)?,
+                created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
+                banned_at: opt_from_nanos(row.try_get("banned_at").map_err(unavailable)?)?,
+            })
+        };
+        decode()
+            .map(UserRow)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+struct SessionRow(Session);
+
+impl FromRow<'_, PgRow> for SessionRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        decode_session(row, "")
+            .map(SessionRow)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+}
+
+/// Decodes session columns, optionally prefixed (`s_id`, …) when joined with other tables.
+fn decode_session(row: &PgRow, prefix: &str) -> StoreResult<Session> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let get_i64 = |name: &str| {
+        row.try_get::<i64, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_i64 = |name: &str| {
+        row.try_get::<Option<i64>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_str = |name: &str| {
+        row.try_get::<Option<String>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let get_opt_bytes = |name: &str| {
+        row.try_get::<Option<Vec<u8>>, _>(col(name).as_str())
+            .map_err(unavailable)
+    };
+    let id: String = row.try_get(col("id").as_str()).map_err(unavailable)?;
+    let user_id: String = row.try_get(col("user_id").as_str()).map_err(unavailable)?;
+    let kind: String = row.try_get(col("kind").as_str()).map_err(unavailable)?;
+    Ok(Session {
+        id: SessionId(parse_uuid(&id)?),
+        user_id: UserId(parse_uuid(&user_id)?),
+        kind: SessionKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+        client_id: get_opt_str("client_id")?,
+        scope: get_opt_str("scope")?,
+        secret_hash: hash_from(get_opt_bytes("secret_hash")?)?,
+        csrf_hash: hash_from(get_opt_bytes("csrf_hash")?)?,
+        created_at: from_nanos(get_i64("created_at")?)?,
+        last_seen_at: from_nanos(get_i64("last_seen_at")?)?,
+        expires_at: from_nanos(get_i64("expires_at")?)?,
+        revoked_at: opt_from_nanos(get_opt_i64("revoked_at")?)?,
+        revoke_reason: get_opt_str("revoke_reason")?
+            .map(|r| {
+                RevokeReason::parse(&r)
+                    .ok_or_else(|| StoreError::Corrupt(format!("revoke reason {r:?}")))
+            })
+            .transpose()?,
+        user_agent: get_opt_str("user_agent")?,
+        ip: get_opt_str("ip")?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at, banned_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user.id.to_string())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(to_nanos(user.created_at))
+        .bind(user.banned_at.map(to_nanos))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("username is taken") } else { unavailable(e) })?;
+        Ok(())
+    }
+
+    async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2")
+            .bind(banned_at.map(to_nanos))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_session(
+        &self,
+        session: &Session,
+        first_refresh_token: Option<&NewRefreshToken>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(session.id.to_string())
+        .bind(session.user_id.to_string())
+        .bind(session.kind.as_str())
+        .bind(session.client_id.as_deref())
+        .bind(session.scope.as_deref())
+        .bind(session.secret_hash.map(|h| h.0.to_vec()))
+        .bind(session.csrf_hash.map(|h| h.0.to_vec()))
+        .bind(to_nanos(session.created_at))
+        .bind(to_nanos(session.last_seen_at))
+        .bind(to_nanos(session.expires_at))
+        .bind(session.revoked_at.map(to_nanos))
+        .bind(session.revoke_reason.map(RevokeReason::as_str))
+        .bind(session.user_agent.as_deref())
+        .bind(session.ip.as_deref())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("session exists") } else { unavailable(e) })?;
+        if let Some(t) = first_refresh_token {
+            insert_refresh_token(&mut tx, t).await?;
+        }
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> = sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> =
+            sqlx::query_as("SELECT * FROM sessions WHERE secret_hash = $1")
+                .bind(hash.0.to_vec())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(row.map(|r| r.0))
+    }
+
+    async fn live_sessions_of_user(
+        &self,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Session>> {
+        let rows: Vec<SessionRow> = sqlx::query_as(
+            "SELECT * FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at, id",
+        )
+        .bind(user.to_string())
+        .bind(to_nanos(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn touch_session(
+        &self,
+        id: SessionId,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        // A touch that waited for a concurrent one re-checks liveness against its write.
+        let done = sqlx::query(
+            "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $1) \
+             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $3",
+        )
+        .bind(to_nanos(now))
+        .bind(id.to_string())
+        .bind(to_nanos(idle_cutoff))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let revoked: Option<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE id = $3 AND revoked_at IS NULL RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = revoked else { return Ok(false) };
+        append_feed(&mut tx, &[row], revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE user_id = $3 AND revoked_at IS NULL AND id IS DISTINCT FROM $4 \
+             RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(user.to_string())
+        .bind(keep.map(|k| k.to_string()))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        rows.sort();
+        append_feed(&mut tx, &rows, revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        rows.iter()
+            .map(|(id, _)| parse_uuid(id).map(SessionId))
+            .collect()
+    }
+
+    async fn revocations_after(
+        &self,
+        after: i64,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<RevocationEvent>> {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT cursor, sid, exp FROM revocations WHERE cursor > $1 AND exp > $2 ORDER BY cursor LIMIT $3",
+        )
+        .bind(after)
+        .bind(to_nanos(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(cursor, sid, exp)| {
+                Ok(RevocationEvent {
+                    cursor,
+                    sid: SessionId(parse_uuid(&sid)?),
+                    exp: from_nanos(exp)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn refresh_token(
+        &self,
+        hash: &SecretHash,
+    ) -> StoreResult<Option<(RefreshToken, Session)>> {
+        let row = sqlx::query(
+            "SELECT t.session_id, t.client_id AS t_client_id, t.issued_at, t.consumed_at, t.sealed_successor, \
+                    (succ.consumed_at IS NOT NULL) AS successor_consumed, \
+                    s.id AS s_id, s.user_id AS s_user_id, s.kind AS s_kind, s.client_id AS s_client_id, \
+                    s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
+                    s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
+                    s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip \
+             FROM refresh_tokens t \
+             JOIN sessions s ON s.id = t.session_id \
+             LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
+             WHERE t.hash = $1",
+        )
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else { return Ok(None) };
+        let session = decode_session(&row, "s_")?;
+        let token = RefreshToken {
+            hash: *hash,
+            session_id: SessionId(parse_uuid(row.try_get("session_id").map_err(unavailable)?)?),
+            client_id: row.try_get("t_client_id").map_err(unavailable)?,
+            issued_at: from_nanos(row.try_get("issued_at").map_err(unavailable)?)?,
+            consumed_at: opt_from_nanos(row.try_get("consumed_at").map_err(unavailable)?)?,
+            sealed_successor: row.try_get("sealed_successor").map_err(unavailable)?,
+            successor_consumed: row.try_get("successor_consumed").map_err(unavailable)?,
+        };
+        Ok(Some((token, session)))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &SecretHash,
+        successor: &NewRefreshToken,
+        sealed_successor: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> StoreResult<RotateOutcome> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The conditional UPDATE is the one-time-use guard: concurrent callers queue on the
+        // row lock, and each one after the first re-checks `consumed_at IS NULL` against the
+        // row the first committed, and matches nothing.
+        let consumed: Option<(String,)> = sqlx::query_as(
+            "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2, sealed_successor = $3 \
+             WHERE hash = $4 AND consumed_at IS NULL AND EXISTS ( \
+                 SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
+                 AND s.revoked_at IS NULL AND s.expires_at > $1) \
+             RETURNING session_id",
+        )
+        .bind(to_nanos(now))
+        .bind(successor.hash.0.to_vec())
+        .bind(sealed_successor.map(<[u8]>::to_vec))
+        .bind(presented.0.to_vec())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((session_id,)) = consumed else {
+            return Ok(RotateOutcome::NotRotated);
+        };
+        insert_refresh_token(&mut tx, successor).await?;
+        // The EXISTS above read the session without locking it, so a revocation may have
+        // committed since. This UPDATE waits for any revocation in flight and re-checks the
+        // session's liveness; if it has died, the whole rotation rolls back (`tx` is dropped),
+        // so no successor is ever written to a family revoked before the rotation committed.
+        let touched = sqlx::query(
+            "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $1) \
+             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
+        )
+        .bind(to_nanos(now))
+        .bind(&session_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if touched.rows_affected() != 1 {
+            return Ok(RotateOutcome::NotRotated);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, algorithm, private_der, created_at, activates_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_der)
+        .bind(to_nanos(key.created_at))
+        .bind(to_nanos(key.activates_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("key id exists") } else { unavailable(e) })?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        let rows = sqlx::query(
+            "SELECT kid, algorithm, private_der, created_at, activates_at FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredKey {
+                    kid: row.try_get("kid").map_err(unavailable)?,
+                    algorithm: row.try_get("algorithm").map_err(unavailable)?,
+                    private_der: row.try_get("private_der").map_err(unavailable)?,
+                    created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
+                    activates_at: from_nanos(row.try_get("activates_at").map_err(unavailable)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> =
+            sqlx::query_as("SELECT * FROM users WHERE username > $1 ORDER BY username LIMIT $2")
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Refresh tokens go with their session (ON DELETE CASCADE). SKIP LOCKED: instances
+        // purging at the same time take different rows instead of queuing on each other's.
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE id IN \
+             (SELECT id FROM sessions WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_nanos(now))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let budget = i64::from(limit).saturating_sub(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let events = sqlx::query(
+            "DELETE FROM revocations WHERE cursor IN \
+             (SELECT cursor FROM revocations WHERE exp <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_nanos(now))
+        .bind(budget)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(sessions + events)
+    }
+}
+
+/// Appends a feed event per revoked `(sid, session expires_at)` whose tokens may be live.
+///
+/// The cursors come from the one-row `revocation_cursor` table, whose row lock this
+/// transaction then holds until it commits: feed appends are serialised, and PostgreSQL makes a
+/// commit visible before it releases the locks, so a follower that has read cursor `n` can
+/// never later find a smaller one. Call it last in the transaction, to hold the lock briefly.
+async fn append_feed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    revoked: &[(String, i64)],
+    revocation: &Revocation,
+) -> StoreResult<()> {
+    let mut sids = Vec::with_capacity(revoked.len());
+    let mut exps = Vec::with_capacity(revoked.len());
+    for (sid, expires_at) in revoked {
+        let exp = revocation.feed_expiry(from_nanos(*expires_at)?);
+        if exp > revocation.at {
+            sids.push(sid.clone());
+            exps.push(to_nanos(exp));
+        }
+    }
+    if sids.is_empty() {
+        return Ok(());
+    }
+    let count = i64::try_from(sids.len()).unwrap_or(i64::MAX);
+    let last: i64 =
+        sqlx::query_scalar("UPDATE revocation_cursor SET last = last + $1 RETURNING last")
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    sqlx::query(
+        "INSERT INTO revocations (cursor, sid, exp) \
+         SELECT $1 + e.n, e.sid, e.exp FROM UNNEST($2::text[], $3::bigint[]) WITH ORDINALITY AS e(sid, exp, n)",
+    )
+    .bind(last - count)
+    .bind(sids)
+    .bind(exps)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+async fn insert_refresh_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    t: &NewRefreshToken,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, session_id, client_id, issued_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(t.hash.0.to_vec())
+    .bind(t.session_id.to_string())
+    .bind(&t.client_id)
+    .bind(to_nanos(t.issued_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::Conflict("refresh token exists")
+        } else {
+            unavailable(e)
+        }
+    })?;
+    Ok(())
+}
+
+/// A throwaway schema for one test: [`TestSchema::create`] opens a store in a new schema with a
+/// random name (so concurrent tests and test runs never meet), and dropping the guard drops
+/// the schema with everything in it.
+#[cfg(feature = "conformance")]
+pub struct TestSchema {
+    url: String,
+    schema: String,
+}
+
+#[cfg(feature = "conformance")]
+impl TestSchema {
+    pub async fn create(url: &str) -> StoreResult<(PostgresStore, Self)> {
+        // The guard exists before the schema does: if migrating fails half-way, dropping the
+        // guard still removes what was made.
+        let guard = Self {
+            url: url.to_string(),
+            schema: format!("latchkey_test_{}", uuid::Uuid::new_v4().simple()),
+        };
+        let store = PostgresStore::connect_with_schema(url, &guard.schema).await?;
+        Ok((store, guard))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.schema
+    }
+
+    fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let options = PgConnectOptions::from_str(url)?
+                .application_name("latchkey/test-cleanup")
+                .options([("lock_timeout", "10s")]);
+            let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+            // Ends the connections the test's pool may still hold (a test that panicked can
+            // leave tasks behind in open transactions), so the DROP never waits on their locks.
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = $1 \
+                 AND pid <> pg_backend_pid()",
+            )
+            .bind(application_name(Some(schema)))
+            .execute(&mut conn)
+            .await?;
+            // The name is ours (checked when the store was opened): nothing to escape.
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+            )))
+            .execute(&mut conn)
+            .await?;
+            conn.close().await
+        })
+    }
+}
+
+#[cfg(feature = "conformance")]
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        // On a thread of its own with its own runtime: the test's runtime may be busy, shutting
+        // down or unwinding from a panic, and must not be blocked on from inside.
+        let (url, schema) = (self.url.clone(), self.schema.clone());
+        match std::thread::spawn(move || Self::drop_schema(&url, &schema)).join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: test schema {} left behind: {e}", self.schema),
+            Err(_) => eprintln!(
+                "warning: test schema {} left behind: cleanup panicked",
+                self.schema
+            ),
+        }
+    }
+}
