@@ -97,8 +97,16 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// Starts everything an instance runs beside its requests: following the revocation log,
+/// reloading signing keys, and housekeeping.
+pub fn spawn_background_tasks(state: &AppState) {
+    feed::spawn_follower(state);
+    keys::spawn_reloader(state);
+    spawn_housekeeping(state);
+}
+
 /// Starts background housekeeping (throttle maps) for the lifetime of the runtime.
-pub fn spawn_housekeeping(state: &AppState) {
+fn spawn_housekeeping(state: &AppState) {
     let throttles = state.throttles.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -114,9 +122,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     for warning in &state.warnings {
         tracing::warn!("{warning}");
     }
-    spawn_housekeeping(&state);
-    keys::spawn_reloader(&state);
-    feed::spawn_follower(&state);
+    spawn_background_tasks(&state);
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())

@@ -20,6 +20,7 @@ async fn start(config: latchkey_server::Config) -> Running {
     let state = AppState::new(config, store, Arc::new(latchkey_core::SystemClock))
         .await
         .expect("state");
+    latchkey_server::spawn_background_tasks(&state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -147,4 +148,141 @@ async fn with_a_grace_window_concurrent_refreshes_all_get_the_one_successor() {
         })
         .collect();
     assert_eq!(successors.len(), 1, "exactly one successor for the family");
+}
+
+/// Reads SSE events (`id`, `data`) from a streaming response until `n` arrived or `timeout`.
+async fn read_events(
+    response: &mut reqwest::Response,
+    n: usize,
+    timeout: std::time::Duration,
+) -> Vec<(i64, serde_json::Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < n {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            _ => break,
+        };
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut data, mut kind) = (None, None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str::<serde_json::Value>(v.trim()).ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = Some(v.trim().to_string());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                assert_eq!(kind.as_deref(), Some("revoked"));
+                events.push((id, data));
+            }
+        }
+    }
+    events
+}
+
+async fn login_sid(client: &reqwest::Client, base: &str, username: &str) -> (String, String) {
+    let (status, body) = post_form(
+        client,
+        &format!("{base}/oauth/token"),
+        &[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", PASSWORD),
+            ("client_id", "spa"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().expect("refresh").to_string();
+    let sid = jwt_part(body["access_token"].as_str().expect("access"), 1)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    (refresh, sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sse_feed_pushes_revocations_and_resumes_without_loss() {
+    let server = start(test_config()).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/users", server.base))
+        .json(&serde_json::json!({"username": "sse", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up");
+    assert_eq!(r.status(), 201);
+    let sessions: Vec<(String, String)> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(login_sid(&client, &server.base, "sse").await);
+        }
+        v
+    };
+    let revoke = |refresh: String| {
+        let (client, url) = (client.clone(), format!("{}/oauth/revoke", server.base));
+        async move {
+            let r = client
+                .post(url)
+                .form(&[("token", refresh.as_str()), ("client_id", "spa")])
+                .send()
+                .await
+                .expect("revoke");
+            assert_eq!(r.status(), 200);
+        }
+    };
+
+    let mut stream = client
+        .get(format!("{}/v1/revocations", server.base))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let started = std::time::Instant::now();
+    revoke(sessions[0].0.clone()).await;
+    let first = read_events(&mut stream, 1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1, "no event pushed");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "pushed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first[0].1["sid"], sessions[0].1.as_str());
+    assert!(first[0].1["exp"].as_i64().is_some());
+    drop(stream);
+
+    // While disconnected, two more revocations happen.
+    revoke(sessions[1].0.clone()).await;
+    revoke(sessions[2].0.clone()).await;
+    let mut resumed = client
+        .get(format!("{}/v1/revocations", server.base))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", first[0].0.to_string())
+        .send()
+        .await
+        .expect("resume");
+    let missed = read_events(&mut resumed, 3, std::time::Duration::from_secs(2)).await;
+    let got: Vec<&str> = missed
+        .iter()
+        .map(|(_, d)| d["sid"].as_str().expect("sid"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![sessions[1].1.as_str(), sessions[2].1.as_str()],
+        "exactly the missed events, in order"
+    );
+    assert!(missed[0].0 > first[0].0 && missed[1].0 > missed[0].0);
 }
