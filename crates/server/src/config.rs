@@ -38,6 +38,8 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     pub bff: BffConfig,
     pub log: LogConfig,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace: Ttl,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             clients: Vec::new(),
             bff: BffConfig::default(),
             log: LogConfig::default(),
+            shutdown_grace: Ttl(Duration::from_secs(10)),
         }
     }
 }
@@ -192,10 +195,33 @@ pub struct ClientConfig {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The Backend-for-Frontend proxy (docs/bff.md); validated by `crate::bff::validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BffConfig {
     pub routes: Vec<BffRoute>,
+    /// Time allowed to open a connection to an upstream (then 504).
+    pub connect_timeout: Ttl,
+    /// Time allowed for an upstream's response headers, counted from the end of the request
+    /// body (then 504). Response bodies stream without a time limit.
+    pub timeout: Ttl,
+    /// Request headers removed before forwarding, on top of the built-in list (e.g. identity
+    /// headers that some upstream trusts).
+    pub strip_headers: Vec<String>,
+    /// Serve the demo single-page app at `/demo/` (examples/bff-demo). Off by default.
+    pub demo: bool,
+}
+
+impl Default for BffConfig {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            connect_timeout: Ttl(Duration::from_secs(5)),
+            timeout: Ttl(Duration::from_secs(30)),
+            strip_headers: Vec::new(),
+            demo: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +230,9 @@ pub struct BffRoute {
     pub prefix: String,
     pub upstream: String,
     pub audience: String,
+    /// The `scope` claim of the tokens minted for this route (default: none).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -419,6 +448,10 @@ const KNOWN_KEYS: &[&str] = &[
     "clients",
     "bff",
     "bff.routes",
+    "bff.connect_timeout",
+    "bff.timeout",
+    "bff.strip_headers",
+    "bff.demo",
     "access_token",
     "access_token.ttl",
     "access_token.algorithm",
@@ -444,6 +477,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log",
     "log.format",
     "log.level",
+    "shutdown_grace",
 ];
 
 /// Maps `LATCHKEY_REFRESH__REUSE_INTERVAL` to `refresh.reuse_interval`.
@@ -647,6 +681,7 @@ impl Config {
                 }
             }
         }
+        crate::bff::validate(&self.bff)?;
         Ok(())
     }
 }

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// The store could not answer: fail closed. The cause is logged, not shown.
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable(String),
+    /// BFF proxy: the upstream could not be reached or answered badly (502).
+    #[error("{0}")]
+    BadGateway(&'static str),
+    /// BFF proxy: the upstream did not answer in time (504).
+    #[error("{0}")]
+    GatewayTimeout(&'static str),
     /// A bug. The cause is logged, not shown.
     #[error("internal error")]
     Internal(String),
@@ -65,6 +71,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -86,6 +94,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::BadGateway(_) => "bad_gateway",
+            ApiError::GatewayTimeout(_) => "gateway_timeout",
             ApiError::Internal(_) => "server_error",
         }
     }

@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod auth;
+pub mod bff;
 pub mod caller;
 pub mod clients;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod feed;
 pub mod keys;
 pub mod login;
+pub mod metrics;
 pub mod net;
 pub mod password;
 pub mod ratelimit;
@@ -43,6 +45,7 @@ pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(metrics::render))
         .route("/readyz", get(routes::health::readyz))
         .route("/.well-known/oauth-authorization-server", get(routes::discovery::metadata))
         .route("/.well-known/jwks.json", get(routes::discovery::jwks))
@@ -66,9 +69,11 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/revoke", post(routes::oauth::revoke))
-        .fallback(|| async { ApiError::NotFound })
+        // The BFF proxy's routes (and the demo page), else 404; see src/bff.
+        .fallback(bff::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -107,14 +112,50 @@ pub fn spawn_background_tasks(state: &AppState) {
 
 /// Starts background housekeeping (throttle maps) for the lifetime of the runtime.
 fn spawn_housekeeping(state: &AppState) {
-    let throttles = state.throttles.clone();
+    let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            throttles.shrink();
+            state.throttles.shrink();
+            metrics::handle().run_upkeep();
+            purge_expired(&state).await;
         }
     });
+}
+
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
+/// Records deleted per store call: small, so purging never holds the (SQLite) writer long.
+const PURGE_BATCH: u32 = 500;
+
+/// Deletes sessions past their end and feed events past their `exp`, in small batches with a
+/// yield between them so requests keep flowing.
+pub async fn purge_expired(state: &AppState) -> u64 {
+    let mut total = 0;
+    loop {
+        match state
+            .store
+            .purge_expired(state.clock.now(), PURGE_BATCH)
+            .await
+        {
+            Ok(n) => {
+                total += n;
+                if n < u64::from(PURGE_BATCH) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "purging expired records failed; will retry");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(deleted = total, "purged expired sessions and feed events");
+    }
+    total
 }
 
 /// Serves `state` on `listener` until SIGINT/SIGTERM, then drains in-flight requests.
@@ -123,10 +164,27 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
         tracing::warn!("{warning}");
     }
     spawn_background_tasks(&state);
+    let grace = state.config.shutdown_grace.0;
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // In-flight requests get `shutdown_grace` to finish; then the process stops anyway.
+    let deadline = async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish in time; stopping"
+        );
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

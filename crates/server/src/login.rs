@@ -1,5 +1,6 @@
 //! Checking a username and password: shared by the password grant and cookie login.
 use crate::error::ApiError;
+use crate::metrics;
 use crate::net::ClientInfo;
 use crate::state::AppState;
 use latchkey_core::{User, Username};
@@ -15,6 +16,7 @@ pub enum LoginRefused {
 /// same time as a wrong password.
 pub async fn check_credentials(
     state: &AppState,
+    mode: &'static str,
     peer: &ClientInfo,
     username: &str,
     password: &str,
@@ -36,11 +38,16 @@ pub async fn check_credentials(
     match user {
         Some(user) if ok && user.is_banned() => {
             tracing::info!(target: "latchkey::security", user_id = %user.id, "login refused: account banned");
+            metrics::login(mode, "banned");
             Ok(Err(LoginRefused::Banned))
         }
-        Some(user) if ok => Ok(Ok(user)),
+        Some(user) if ok => {
+            metrics::login(mode, "ok");
+            Ok(Ok(user))
+        }
         _ => {
             tracing::info!(target: "latchkey::security", ip = %peer.ip, "login failed");
+            metrics::login(mode, "failed");
             Ok(Err(LoginRefused::BadCredentials))
         }
     }

@@ -35,6 +35,7 @@ impl Throttle {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             tracing::warn!(target: "latchkey::security", throttle = self.name, retry_after_secs, "rate limited");
+            crate::metrics::rate_limited(self.name);
             ApiError::RateLimited { retry_after_secs: retry_after_secs.max(1) }
         })
     }

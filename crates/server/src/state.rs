@@ -35,6 +35,8 @@ pub struct Inner {
     pub warnings: Vec<String>,
     pub follower: Follower,
     pub usernames: UsernameCache,
+    /// The Backend-for-Frontend proxy: routes, upstream client, token cache.
+    pub bff: crate::bff::Bff,
     keyring: RwLock<Arc<KeyRing>>,
 }
 
@@ -55,6 +57,8 @@ impl AppState {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
+        crate::metrics::handle();
+        let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
         let keyring =
             keys::load_or_create(store.as_ref(), config.access_token.algorithm, clock.now())
                 .await?;
@@ -74,6 +78,7 @@ impl AppState {
         let idle = config.session.idle_timeout.as_time();
         let touch_interval = (idle / 10_i32).min(time::Duration::seconds(60));
         let config_allowed_origins = config.allowed_origins();
+        let bff = crate::bff::Bff::new(&config).map_err(StartError::Other)?;
         Ok(Self(Arc::new(Inner {
             issuer: config.issuer(),
             throttles: Throttles::new(&config.rate_limit),
@@ -89,6 +94,7 @@ impl AppState {
             admin_gate: AdminGate::default(),
             follower: Follower::default(),
             usernames: UsernameCache::default(),
+            bff,
             warnings: cookie_warning.into_iter().collect(),
             keyring: RwLock::new(Arc::new(keyring)),
         })))
@@ -113,6 +119,7 @@ impl AppState {
             .store
             .revoke_session(id, &self.revocation(reason))
             .await?;
+        crate::metrics::revoked(reason.as_str(), usize::from(revoked));
         self.catch_up_feed().await;
         Ok(revoked)
     }
@@ -128,6 +135,7 @@ impl AppState {
             .store
             .revoke_user_sessions(user, keep, &self.revocation(reason))
             .await?;
+        crate::metrics::revoked(reason.as_str(), revoked.len());
         self.catch_up_feed().await;
         Ok(revoked)
     }

@@ -143,7 +143,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
     /// Atomically: if `presented` is unconsumed and its session is live at `now`, mark it
     /// consumed (keeping `sealed_successor`, if any, for the grace window), insert `successor`
-    /// and record `now` as the session's last activity. Of any number of concurrent calls for one token, at most one rotates.
+    /// and record `now` as the session's last activity. Of any number of concurrent calls for
+    /// one token, at most one rotates. The successor belongs to the presented token's session
+    /// and client and is issued at `now` (backends may derive those fields from the token).
     async fn rotate_refresh_token(
         &self,
         presented: &SecretHash,

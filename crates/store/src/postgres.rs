@@ -491,23 +491,24 @@ impl Store for PostgresStore {
         // The conditional UPDATE is the one-time-use guard: concurrent callers queue on the
         // row lock, and each one after the first re-checks `consumed_at IS NULL` against the
         // row the first committed, and matches nothing.
-        let consumed: Option<(String,)> = sqlx::query_as(
+        let consumed = sqlx::query(
             "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2, sealed_successor = $3 \
-             WHERE hash = $4 AND consumed_at IS NULL AND EXISTS ( \
+             WHERE hash = $4 AND consumed_at IS NULL AND session_id = $5 AND client_id = $6 AND EXISTS ( \
                  SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
-                 AND s.revoked_at IS NULL AND s.expires_at > $1) \
-             RETURNING session_id",
+                 AND s.revoked_at IS NULL AND s.expires_at > $1)",
         )
         .bind(to_nanos(now))
         .bind(successor.hash.0.to_vec())
         .bind(sealed_successor.map(<[u8]>::to_vec))
         .bind(presented.0.to_vec())
-        .fetch_optional(&mut *tx)
+        .bind(successor.session_id.to_string())
+        .bind(&successor.client_id)
+        .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        let Some((session_id,)) = consumed else {
+        if consumed.rows_affected() != 1 {
             return Ok(RotateOutcome::NotRotated);
-        };
+        }
         insert_refresh_token(&mut tx, successor).await?;
         // The EXISTS above read the session without locking it, so a revocation may have
         // committed since. This UPDATE waits for any revocation in flight and re-checks the
@@ -518,7 +519,7 @@ impl Store for PostgresStore {
              WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
         )
         .bind(to_nanos(now))
-        .bind(&session_id)
+        .bind(successor.session_id.to_string())
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -706,11 +707,9 @@ impl TestSchema {
         &self.schema
     }
 
-    fn drop_schema(url: &str, schema: &str) -> Result<(), sqlx::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async {
+    /// Drops the schema over a connection of its own, within half a minute.
+    fn drop_schema(url: &str, schema: &str) -> Result<(), String> {
+        let cleanup = async {
             let options = PgConnectOptions::from_str(url)?
                 .application_name("latchkey/test-cleanup")
                 .options([("lock_timeout", "10s")]);
@@ -732,7 +731,17 @@ impl TestSchema {
             .execute(&mut conn)
             .await?;
             conn.close().await
-        })
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The timer must be made inside the runtime.
+        let bounded = async { tokio::time::timeout(Duration::from_secs(30), cleanup).await };
+        match runtime.block_on(bounded) {
+            Ok(done) => done.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        }
     }
 }
 
@@ -744,9 +753,9 @@ impl Drop for TestSchema {
         let (url, schema) = (self.url.clone(), self.schema.clone());
         match std::thread::spawn(move || Self::drop_schema(&url, &schema)).join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: test schema {} left behind: {e}", self.schema),
+            Ok(Err(e)) => eprintln!("warning: could not drop test schema {}: {e}", self.schema),
             Err(_) => eprintln!(
-                "warning: test schema {} left behind: cleanup panicked",
+                "warning: could not drop test schema {}: cleanup panicked",
                 self.schema
             ),
         }

@@ -429,35 +429,32 @@ impl Store for SqliteStore {
         sealed_successor: Option<&[u8]>,
         now: OffsetDateTime,
     ) -> StoreResult<RotateOutcome> {
-        let mut tx = self.writer.begin().await.map_err(unavailable)?;
         // The conditional UPDATE is the one-time-use guard: only one caller can see a row
-        // with consumed_at still NULL.
+        // with consumed_at still NULL. The `refresh_token_rotated` trigger inserts the
+        // successor and records activity in the same statement (one writer round trip).
         let consumed = sqlx::query(
             "UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?, sealed_successor = ? \
-             WHERE hash = ? AND consumed_at IS NULL AND EXISTS ( \
+             WHERE hash = ? AND consumed_at IS NULL AND session_id = ? AND client_id = ? AND EXISTS ( \
                  SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
                  AND s.revoked_at IS NULL AND s.expires_at > ?)",
         )
-        .bind(to_nanos(now))
+        .bind(to_nanos(successor.issued_at))
         .bind(successor.hash.0.to_vec())
         .bind(sealed_successor.map(<[u8]>::to_vec))
         .bind(presented.0.to_vec())
+        .bind(successor.session_id.to_string())
+        .bind(&successor.client_id)
         .bind(to_nanos(now))
-        .execute(&mut *tx)
+        .execute(&self.writer)
         .await
-        .map_err(unavailable)?;
-        if consumed.rows_affected() != 1 {
-            return Ok(RotateOutcome::NotRotated);
-        }
-        insert_refresh_token(&mut tx, successor).await?;
-        sqlx::query("UPDATE sessions SET last_seen_at = max(last_seen_at, ?) WHERE id = ?")
-            .bind(to_nanos(now))
-            .bind(successor.session_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(RotateOutcome::Rotated)
+        .map_err(|e| {
+            if is_unique_violation(&e) { StoreError::Conflict("refresh token exists") } else { unavailable(e) }
+        })?;
+        Ok(if consumed.rows_affected() == 1 {
+            RotateOutcome::Rotated
+        } else {
+            RotateOutcome::NotRotated
+        })
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {

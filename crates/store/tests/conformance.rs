@@ -321,6 +321,200 @@ mod redis_backend {
         assert!(left.is_empty(), "left behind: {left:?}");
     }
 
+    /// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
+    struct OwnRedis {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl OwnRedis {
+        fn start(port: Option<u16>) -> Option<Self> {
+            let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+                .into_iter()
+                .find(|p| std::path::Path::new(p).exists())?;
+            let port = match port {
+                Some(port) => port,
+                None => std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("free port")
+                    .port(),
+            };
+            let dir = tempfile::tempdir().expect("temp dir");
+            let child = std::process::Command::new(binary)
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let server = Self {
+                child,
+                port,
+                _dir: dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while blocking_connection(&server.url())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "own redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Some(server)
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Fail closed, heal by itself: while Redis is down every call answers `Unavailable`
+    /// within seconds; once it is back the same store works again without a restart. A
+    /// Redis that came back empty (no persistence) still never hands out a feed cursor
+    /// below one already served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_outage_fails_closed_and_heals() {
+        use latchkey_core::{Revocation, RevokeReason, Session, SessionId, SessionKind, UserId};
+        if redis_url().is_none() {
+            return;
+        }
+        let Some(server) = OwnRedis::start(None) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (redis outage): needs the redis-server binary"
+            );
+            return;
+        };
+        let url = server.url();
+        let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix())
+            .await
+            .expect("connect");
+        let now = time::OffsetDateTime::now_utc();
+        let session = || Session {
+            id: SessionId::new(),
+            user_id: UserId::new(),
+            kind: SessionKind::Token,
+            client_id: Some("spa".into()),
+            scope: None,
+            secret_hash: None,
+            csrf_hash: None,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + time::Duration::days(1),
+            revoked_at: None,
+            revoke_reason: None,
+            user_agent: None,
+            ip: None,
+        };
+        let revocation = Revocation {
+            reason: RevokeReason::Admin,
+            at: now,
+            access_ttl: time::Duration::minutes(15),
+        };
+        let before = session();
+        store.create_session(&before, None).await.expect("create");
+        assert!(
+            store
+                .revoke_session(before.id, &revocation)
+                .await
+                .expect("revoke")
+        );
+        let first_cursor = store.revocations_after(0, 10, now).await.expect("feed")[0].cursor;
+
+        // Hung (SIGSTOP): the response timeout turns the wait into `Unavailable`.
+        let signal = |name: &str, pid: u32| {
+            let status = std::process::Command::new("kill")
+                .args([name, &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {name} {pid}");
+        };
+        let pid = server.child.id();
+        signal("-STOP", pid);
+        let started = Instant::now();
+        let result = store.session(before.id).await;
+        let hung_for = started.elapsed();
+        signal("-CONT", pid);
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(hung_for < Duration::from_secs(5), "took {hung_for:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while store.session(before.id).await.is_err() {
+            assert!(Instant::now() < deadline, "the store did not recover");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "hung Redis answered Unavailable after {hung_for:?}"
+        );
+
+        // Gone: connection refused, at once.
+        let port = server.port;
+        drop(server);
+        for _ in 0..3 {
+            let started = Instant::now();
+            let result = store.session(before.id).await;
+            let down_for = started.elapsed();
+            assert!(
+                matches!(result, Err(StoreError::Unavailable(_))),
+                "{result:?}"
+            );
+            assert!(down_for < Duration::from_secs(5), "took {down_for:?}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "stopped Redis answered Unavailable after {down_for:?}"
+            );
+        }
+        assert!(matches!(
+            store.touch_session(before.id, now, now).await,
+            Err(StoreError::Unavailable(_))
+        ));
+
+        let _server = OwnRedis::start(Some(port)).expect("restart redis-server");
+        let restarted = Instant::now();
+        while store.ping().await.is_err() {
+            assert!(
+                restarted.elapsed() < Duration::from_secs(15),
+                "the store did not reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "reconnected {:?} after Redis came back",
+            restarted.elapsed()
+        );
+        // The data went with the server: nothing is authenticated from thin air.
+        assert_eq!(store.session(before.id).await.expect("get"), None);
+        let after = session();
+        store.create_session(&after, None).await.expect("create");
+        assert!(
+            store
+                .revoke_session(after.id, &revocation)
+                .await
+                .expect("revoke")
+        );
+        let events = store.revocations_after(0, 10, now).await.expect("feed");
+        assert_eq!(events.len(), 1);
+        assert!(
+            events[0].cursor > first_cursor,
+            "cursor went back: {} after {first_cursor}",
+            events[0].cursor
+        );
+    }
+
     /// A Redis that is not there fails closed, quickly: `Unavailable`, never a hang.
     #[tokio::test]
     async fn unreachable_redis_is_unavailable_quickly() {

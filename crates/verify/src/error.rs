@@ -1,4 +1,4 @@
-//! Errors: [`Error`] when a [`crate::Verifier`] cannot start, [`VerifyError`] when a request is
+//! Errors: [`Error`](enum@Error) when a [`crate::Verifier`] cannot start, [`VerifyError`] when a request is
 //! refused. Neither ever contains any part of a presented token.
 
 use http::StatusCode;

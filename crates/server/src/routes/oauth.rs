@@ -92,7 +92,7 @@ async fn password_grant(
         ));
     };
     let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
-    let user = match check_credentials(state, peer, username, password).await? {
+    let user = match check_credentials(state, "token", peer, username, password).await? {
         Ok(user) => user,
         Err(LoginRefused::BadCredentials) => {
             return Err(ApiError::InvalidGrant(
@@ -186,6 +186,7 @@ async fn refresh_grant(
                     .await?
                 {
                     RotateOutcome::Rotated => {
+                        crate::metrics::rotation();
                         return issue(state, client, &session, scope, &successor);
                     }
                     RotateOutcome::NotRotated => continue,
@@ -204,6 +205,7 @@ async fn refresh_grant(
                 state
                     .revoke_session(session.id, RevokeReason::ReuseDetected)
                     .await?;
+                crate::metrics::reuse_detected();
                 tracing::warn!(
                     target: "latchkey::security",
                     sid = %session.id, user_id = %session.user_id, client_id = %client.id,

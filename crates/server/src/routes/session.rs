@@ -50,17 +50,18 @@ pub async fn login(
     JsonBody(body): JsonBody<Login>,
 ) -> ApiResult<Response> {
     check_origin(&state, &headers)?; // login CSRF
-    let user = match check_credentials(&state, &peer, &body.username, &body.password).await? {
-        Ok(user) => user,
-        Err(LoginRefused::BadCredentials) => {
-            return Err(ApiError::Unauthorized(
-                "the username or password is incorrect",
-            ));
-        }
-        Err(LoginRefused::Banned) => {
-            return Err(ApiError::Forbidden("this account is banned".into()));
-        }
-    };
+    let user =
+        match check_credentials(&state, "cookie", &peer, &body.username, &body.password).await? {
+            Ok(user) => user,
+            Err(LoginRefused::BadCredentials) => {
+                return Err(ApiError::Unauthorized(
+                    "the username or password is incorrect",
+                ));
+            }
+            Err(LoginRefused::Banned) => {
+                return Err(ApiError::Forbidden("this account is banned".into()));
+            }
+        };
     let now = state.clock.now();
     if let Ok(Some(old)) = state.cookie.read(&headers)
         && let Some(old) = state.store.session_by_secret(&old.hash()).await?

@@ -22,19 +22,19 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const COOKIE: &str = "__Host-latchkey";
 /// How long any one expected change may take to show.
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 const NEW_PASSWORD: &str = "a different horse, battery and staple";
 
 /// A chromedriver process of this test; on drop (also when the test panics) it is asked to
 /// quit its sessions (which closes Chromium), then killed if it has not exited.
-struct Chromedriver {
+pub(crate) struct Chromedriver {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Chromedriver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let (child, port) = Self::spawn(&dir);
         Self { child, port, dir }
@@ -73,7 +73,7 @@ impl Chromedriver {
 
     /// Waits until chromedriver answers, then opens a session (retried: the first attempts can
     /// race its start).
-    async fn connect(&mut self) -> Client {
+    pub(crate) async fn connect(&mut self) -> Client {
         let profile = self.dir.path().join("profile");
         let mut capabilities = Capabilities::new();
         capabilities.insert(
@@ -194,7 +194,7 @@ async fn start_server() -> Server {
 }
 
 /// Polls `probe` until it gives a value, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -212,7 +212,7 @@ where
     }
 }
 
-async fn run(browser: &Client, script: &str) -> Value {
+pub(crate) async fn run(browser: &Client, script: &str) -> Value {
     browser
         .execute(script, vec![])
         .await
@@ -277,13 +277,13 @@ async fn wait_for_message(browser: &Client, want: &str) {
     .await;
 }
 
-async fn fill(browser: &Client, id: &str, text: &str) {
+pub(crate) async fn fill(browser: &Client, id: &str, text: &str) {
     let field = browser.find(Locator::Id(id)).await.expect(id);
     field.clear().await.expect("clear");
     field.send_keys(text).await.expect("type");
 }
 
-async fn click(browser: &Client, locator: Locator<'_>) {
+pub(crate) async fn click(browser: &Client, locator: Locator<'_>) {
     browser
         .find(locator)
         .await
@@ -347,7 +347,7 @@ async fn session_status(http: &reqwest::Client, base: &str, cookie: &str) -> u16
 }
 
 /// Whether the browser test can run here; `false` means skip.
-fn browser_available() -> bool {
+pub(crate) fn browser_available() -> bool {
     let present =
         std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists();
     if present {

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod bff;
 mod browser;
 mod cookie_mode;
 mod discovery;
@@ -14,7 +15,9 @@ mod feed;
 mod interop;
 mod introspection;
 mod keys;
+mod nginx;
 mod oauth_token;
+mod observability;
 mod ratelimit;
 mod revoke;
 mod rotation;

@@ -4,12 +4,12 @@ use crate::harness::*;
 use latchkey_server::{AppState, app};
 use std::sync::Arc;
 
-struct Running {
-    base: String,
+pub struct Running {
+    pub base: String,
     _dir: tempfile::TempDir,
 }
 
-async fn start(config: latchkey_server::Config) -> Running {
+pub async fn start(config: latchkey_server::Config) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("socket.db").display());
     let store = Arc::new(

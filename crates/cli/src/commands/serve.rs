@@ -1,0 +1,52 @@
+//! `latchkey serve`: the HTTP server.
+use crate::context::load_config;
+use crate::failure::{StoreLabel, runtime};
+use anyhow::{Context, Result};
+use latchkey_server::config::{Config, LogFormat};
+use latchkey_server::{AppState, SystemClock, serve};
+use std::path::Path;
+use std::sync::Arc;
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub fn run(config_path: Option<&Path>) -> Result<()> {
+    let config = load_config(config_path)?.config;
+    init_logging(&config);
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let label = StoreLabel::new(&config.database);
+        let store = latchkey_store::connect(&config.database)
+            .await
+            .map_err(|e| label.describe(&e))
+            .context("opening the store")?;
+        if config.clients.is_empty() {
+            tracing::warn!("no [[clients]] configured: /oauth/token will refuse every request");
+        }
+        let listen = config.listen;
+        let issuer = config.issuer();
+        let state = AppState::new(config, store, Arc::new(SystemClock))
+            .await
+            .map_err(|e| label.describe_start(e))
+            .context("preparing the server state")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| runtime(format!("cannot listen on `listen` = {listen}: {e}")))?;
+        let bound = listener.local_addr().unwrap_or(listen);
+        tracing::info!(listen = %bound, %issuer, "latchkey is serving");
+        serve(listener, state).await.context("serving HTTP")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
