@@ -57,13 +57,14 @@ impl Ctx {
     /// Loads the configuration and opens the store it names.
     pub async fn open(config_path: Option<&Path>) -> Result<Self> {
         let config = load_config(config_path)?.config;
-        if config.database.starts_with("memory:") {
-            note(
-                "warning: `database` is memory: (a throwaway store); nothing this command does is kept",
-            );
+        let in_memory = config.database.starts_with("memory:")
+            || (config.database.starts_with("sqlite:")
+                && crate::failure::sqlite_file(&config.database).is_none());
+        if in_memory {
+            note("warning: `database` is an in-memory store; nothing this command does is kept");
         }
         let label = StoreLabel::new(&config.database);
-        let store = latchkey_store::connect(&config.database)
+        let store = latchkey_server::open_store(&config)
             .await
             .map_err(|e| label.describe(&e))
             .context("opening the store")?;

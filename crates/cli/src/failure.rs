@@ -202,5 +202,6 @@ mod tests {
             Some(std::path::Path::new("/var/lib/x.db"))
         );
         assert_eq!(sqlite_file("memory:"), None);
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! `serve` runs the HTTP server; every other command works directly on the store named by the
 //! configuration (`database`), so it can run beside a live server or with none.
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,8 +54,7 @@ Reference: docs/cli.md";
                   listens on 127.0.0.1:8080 and keeps everything in the SQLite file latchkey.db in the \
                   current directory. The other commands manage that store: users, sessions, signing keys.",
     after_help = AFTER_HELP,
-    arg_required_else_help = true,
-    propagate_version = true
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(flatten)]
@@ -66,8 +65,8 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Configuration file (TOML). Default: ./latchkey.toml if it exists, else built-in
-    /// defaults. Every key can also be set with a LATCHKEY_<KEY> environment variable.
+    /// Configuration file (TOML) [default: ./latchkey.toml if present, else built-in
+    /// defaults]. LATCHKEY_<KEY> environment variables override it.
     #[arg(long, short, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -108,6 +107,31 @@ enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The footer of every command's `--help`: its exit codes.
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 runtime failure (store unreachable or locked, bad config), \
+                          2 usage error, 3 no such user or session, 4 conflict (see `latchkey --help`)";
+
+/// Adds [`EXIT_CODES`] under the help of every command that does something (not the groups).
+fn with_exit_codes(command: clap::Command) -> clap::Command {
+    let leaf = !command.has_subcommands();
+    let command = command.mut_subcommands(with_exit_codes);
+    if !leaf {
+        return command;
+    }
+    let footer = match command.get_after_help() {
+        Some(existing) => format!("{existing}\n\n{EXIT_CODES}"),
+        None => EXIT_CODES.to_string(),
+    };
+    command.after_help(footer)
+}
+
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    command = command.mut_subcommands(with_exit_codes);
+    let matches = command.try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -188,7 +212,7 @@ fn install_panic_hook() {
 
 fn main() -> ExitCode {
     install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;

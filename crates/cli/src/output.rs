@@ -105,12 +105,14 @@ pub fn rfc3339_opt(t: Option<OffsetDateTime>) -> serde_json::Value {
 pub fn relative(t: OffsetDateTime, now: OffsetDateTime) -> String {
     let seconds = (t - now).whole_seconds();
     let abs = seconds.unsigned_abs();
+    // Rounded to the nearest unit: a key activating in 119 s reads "in 2m".
+    let round = |unit: u64| (abs + unit / 2) / unit;
     let text = match abs {
         0 => return "now".into(),
-        1..=119 => format!("{abs}s"),
-        120..=7_199 => format!("{}m", abs / 60),
-        7_200..=172_799 => format!("{}h", abs / 3600),
-        _ => format!("{}d", abs / 86_400),
+        1..=89 => format!("{abs}s"),
+        90..=5_399 => format!("{}m", round(60)),
+        5_400..=129_599 => format!("{}h", round(3600)),
+        _ => format!("{}d", round(86_400)),
     };
     if seconds > 0 {
         format!("in {text}")
@@ -153,6 +155,8 @@ mod tests {
         assert_eq!(relative(t + time::Duration::minutes(2), t), "in 2m");
         assert_eq!(relative(t - time::Duration::hours(3), t), "3h ago");
         assert_eq!(relative(t, t), "now");
+        assert_eq!(relative(t + time::Duration::seconds(119), t), "in 2m");
+        assert_eq!(relative(t + time::Duration::seconds(30), t), "in 30s");
         assert_eq!(clip("abcdef", 4), "abc…");
     }
 }

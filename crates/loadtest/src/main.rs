@@ -9,6 +9,8 @@
 //!
 //! The machine running this is usually also running the server, so absolute numbers are
 //! pessimistic; compare each line with the baseline measured in the same run.
+mod bff;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -33,8 +35,12 @@ enum Command {
     Rotations(Target),
     /// Each client signs up, logs in, then calls GET /v1/me with its access token.
     Me(Target),
+    /// Each client signs up, logs in with cookie mode, then calls GET /v1/session with its cookie.
+    Session(Target),
     /// baseline, rotations and me back to back, as one table with ratios to the baseline.
     All(Target),
+    /// baseline, then a trivial upstream request directly and through a BFF route (bff.rs).
+    Bff(bff::BffTarget),
 }
 
 #[derive(Args, Clone)]
@@ -84,16 +90,19 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let (load, results) = match cli.command {
+        Command::Bff(t) => return bff::run(t).await,
         Command::Baseline(load) => (load.clone(), vec![baseline(&load).await?]),
         Command::Rotations(t) => (
             t.load.clone(),
             vec![against_server(&t, Mode::Rotate).await?],
         ),
         Command::Me(t) => (t.load.clone(), vec![against_server(&t, Mode::Me).await?]),
+        Command::Session(t) => (t.load.clone(), vec![against_server(&t, Mode::Session).await?]),
         Command::All(t) => {
             let mut results = vec![baseline(&t.load).await?];
             results.push(against_server(&t, Mode::Rotate).await?);
             results.push(against_server(&t, Mode::Me).await?);
+            results.push(against_server(&t, Mode::Session).await?);
             (t.load.clone(), results)
         }
     };
@@ -112,6 +121,7 @@ async fn run(cli: Cli) -> Result<()> {
 enum Mode {
     Rotate,
     Me,
+    Session,
 }
 
 struct Account {
@@ -137,6 +147,12 @@ enum Worker {
         http: reqwest::Client,
         url: String,
         bearer: String,
+    },
+    /// Cookie mode: the session check a browser's every request costs.
+    Session {
+        http: reqwest::Client,
+        url: String,
+        cookie: String,
     },
 }
 
@@ -226,6 +242,25 @@ impl Worker {
                 http,
                 url: format!("{base}/v1/me"),
             },
+            Mode::Session => {
+                let response = http
+                    .post(format!("{base}/v1/session"))
+                    .json(&user)
+                    .send()
+                    .await
+                    .map_err(transport)?;
+                if response.status().as_u16() != 200 {
+                    return Err(refusal(response).await);
+                }
+                let cookie = response
+                    .headers()
+                    .get("set-cookie")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(';').next())
+                    .map(str::to_string)
+                    .ok_or("cookie login without Set-Cookie")?;
+                Worker::Session { http, url: format!("{base}/v1/session"), cookie }
+            }
         })
     }
 
@@ -263,6 +298,10 @@ impl Worker {
                     .header("authorization", bearer.as_str());
                 expect_json(request, 200).await.map(drop)
             }
+            Worker::Session { http, url, cookie } => {
+                let request = http.get(url.as_str()).header("cookie", cookie.as_str());
+                expect_json(request, 200).await.map(drop)
+            }
         }
     }
 
@@ -287,7 +326,7 @@ impl Worker {
                 },
                 Err(_) => false,
             },
-            Worker::Hello { .. } | Worker::Me { .. } => true,
+            Worker::Hello { .. } | Worker::Me { .. } | Worker::Session { .. } => true,
         }
     }
 }
@@ -472,6 +511,7 @@ async fn against_server(t: &Target, mode: Mode) -> Result<Outcome> {
     let name = match mode {
         Mode::Rotate => "rotations",
         Mode::Me => "me",
+        Mode::Session => "session",
     };
     drive(name, workers, &t.load).await
 }

@@ -208,6 +208,10 @@ pub struct BffConfig {
     /// Request headers removed before forwarding, on top of the built-in list (e.g. identity
     /// headers that some upstream trusts).
     pub strip_headers: Vec<String>,
+    /// Reuse a cookie session checked in the store for this long (at most 10s) instead of
+    /// looking it up on every request; revocations still apply at once through this
+    /// instance's revocation feed. `0s` (default): a store lookup per request.
+    pub session_cache: Ttl,
     /// Serve the demo single-page app at `/demo/` (examples/bff-demo). Off by default.
     pub demo: bool,
 }
@@ -219,6 +223,7 @@ impl Default for BffConfig {
             connect_timeout: Ttl(Duration::from_secs(5)),
             timeout: Ttl(Duration::from_secs(30)),
             strip_headers: Vec::new(),
+            session_cache: Ttl(Duration::ZERO),
             demo: false,
         }
     }
@@ -451,6 +456,7 @@ const KNOWN_KEYS: &[&str] = &[
     "bff.connect_timeout",
     "bff.timeout",
     "bff.strip_headers",
+    "bff.session_cache",
     "bff.demo",
     "access_token",
     "access_token.ttl",
@@ -569,17 +575,20 @@ impl Config {
                 ),
             ));
         }
-        if !(self.database.starts_with("sqlite:") || self.database.starts_with("memory:")) {
+        let db = self.database.as_str();
+        if !["sqlite:", "memory:", "postgres://", "postgresql://"].iter().any(|p| db.starts_with(p)) {
             return Err(invalid(
                 "database",
-                "only sqlite://PATH is supported by this build (PostgreSQL is planned)",
+                "must be sqlite://PATH, postgres://USER@HOST/DB or memory:",
             ));
         }
-        if self.redis.is_some() {
-            return Err(invalid(
-                "redis",
-                "the Redis store is not available in this build yet",
-            ));
+        if let Some(redis) = &self.redis
+            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+        {
+            return Err(invalid("redis", "must be a redis:// or rediss:// URL"));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
+            return Err(invalid("redis_prefix", "must be 1-64 characters"));
         }
         for (key, ttl) in [
             ("access_token.ttl", self.access_token.ttl),

@@ -97,6 +97,11 @@ pub fn app(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+/// Opens the store the configuration names (`database`, and `redis` when set), migrating it.
+pub async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn latchkey_store::Store>, latchkey_store::StoreError> {
+    latchkey_store::open(&config.database, config.redis.as_deref(), &config.redis_prefix).await
+}
+
 /// RFC 3339 UTC text for JSON bodies.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()

@@ -181,9 +181,19 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
         return Ok(Arc::new(PostgresStore::connect(url).await?));
     }
     Err(StoreError::Unavailable(format!(
-        "unsupported database URL scheme in {:?}: expected sqlite:// or memory:",
+        "unsupported database URL scheme in {:?}: expected sqlite://, postgres:// or memory:",
         redact_url(url)
     )))
+}
+
+/// Opens the configured store: the `database` URL, with sessions, refresh families and the
+/// revocation feed moved to Redis when `redis` is set (users and keys stay in SQL).
+pub async fn open(database: &str, redis: Option<&str>, redis_prefix: &str) -> StoreResult<Arc<dyn Store>> {
+    let sql = connect(database).await?;
+    match redis {
+        None => Ok(sql),
+        Some(url) => Ok(Arc::new(RedisStore::new(sql, url, redis_prefix).await?)),
+    }
 }
 
 /// Hides a password in a connection URL before it goes into a message.

@@ -136,7 +136,7 @@ fn bench(c: &mut Criterion) {
 fn interleaved(mut raw: impl FnMut(), mut full: impl FnMut()) {
     const ROUNDS: usize = 100;
     const BATCH: u32 = 100;
-    let mut time = |f: &mut dyn FnMut()| {
+    let time = |f: &mut dyn FnMut()| {
         let started = Instant::now();
         for _ in 0..BATCH {
             f();

@@ -25,20 +25,33 @@ pub(crate) struct HttpClient {
 }
 
 impl HttpClient {
-    pub(crate) fn new(timeout: Duration) -> Result<Self, Error> {
+    /// `tls`: whether any URL is `https://` (only then are the system's root certificates
+    /// loaded, so that plain-HTTP use never depends on them).
+    pub(crate) fn new(timeout: Duration, tls: bool) -> Result<Self, Error> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(timeout));
         http.set_nodelay(true);
         #[cfg(feature = "rustls")]
         let connector = {
             http.enforce_http(false);
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-                .map_err(|e| Error::Tls(e.to_string()))?
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http)
+            let provider = rustls::crypto::aws_lc_rs::default_provider();
+            let builder = hyper_rustls::HttpsConnectorBuilder::new();
+            let builder = if tls {
+                builder
+                    .with_provider_and_native_roots(provider)
+                    .map_err(|e| Error::Tls(e.to_string()))?
+            } else {
+                let config = rustls::ClientConfig::builder_with_provider(provider.into())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| Error::Tls(e.to_string()))?
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                builder.with_tls_config(config)
+            };
+            builder.https_or_http().enable_http1().wrap_connector(http)
         };
+        #[cfg(not(feature = "rustls"))]
+        let _ = tls;
         #[cfg(not(feature = "rustls"))]
         let connector = http;
         let client = Client::builder(TokioExecutor::new())

@@ -73,7 +73,9 @@ impl Verifier {
     /// `fail_open_when_feed_stale` is set; otherwise tokens would be refused anyway).
     pub async fn start(config: VerifierConfig) -> Result<Verifier, Error> {
         let config = config.resolve()?;
-        let http = HttpClient::new(config.http_timeout)?;
+        let tls = config.jwks_uri.scheme_str() == Some("https")
+            || config.feed_uri(0)?.scheme_str() == Some("https");
+        let http = HttpClient::new(config.http_timeout, tls)?;
         let shared = Arc::new(Shared {
             revocations: Revocations::new(config.leeway_secs),
             config,
@@ -259,9 +261,14 @@ impl Shared {
             .map(|k| k.kid())
             .ne(keys.keys().iter().map(|k| k.kid()))
         {
+            let what = if current.is_empty() {
+                "JWKS keys loaded"
+            } else {
+                "JWKS keys changed"
+            };
             tracing::info!(
                 kids = ?keys.keys().iter().map(|k| k.kid()).collect::<Vec<_>>(),
-                "JWKS keys changed"
+                "{what}"
             );
         }
         *current = keys;

@@ -4,6 +4,7 @@ use crate::failure::{StoreLabel, runtime};
 use anyhow::{Context, Result};
 use latchkey_server::config::{Config, LogFormat};
 use latchkey_server::{AppState, SystemClock, serve};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -27,7 +29,7 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let label = StoreLabel::new(&config.database);
-        let store = latchkey_store::connect(&config.database)
+        let store = latchkey_server::open_store(&config)
             .await
             .map_err(|e| label.describe(&e))
             .context("opening the store")?;

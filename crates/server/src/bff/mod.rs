@@ -15,6 +15,7 @@ pub mod demo;
 pub mod path;
 pub mod proxy;
 pub mod routes;
+pub mod sessions;
 
 use crate::config::{BffConfig, Config, ConfigError};
 use crate::error::ApiError;
@@ -43,6 +44,7 @@ pub fn validate(config: &BffConfig) -> Result<(), ConfigError> {
 pub struct Bff {
     pub routes: RouteTable,
     pub cache: Arc<TokenCache>,
+    sessions: sessions::SessionCache,
     client: HttpClient,
     timeout: Duration,
     strip_headers: Vec<HeaderName>,
@@ -63,6 +65,7 @@ impl Bff {
         Ok(Self {
             client: client(&config.bff, routes.needs_tls())?,
             cache: Arc::new(TokenCache::default()),
+            sessions: sessions::SessionCache::new(config.bff.session_cache.0),
             timeout: config.bff.timeout.0,
             strip_headers: config
                 .bff

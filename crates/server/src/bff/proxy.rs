@@ -2,7 +2,7 @@
 //! clean the headers both ways, stream the bodies, and map upstream failures to 502/504.
 use super::Bff;
 use super::routes::Route;
-use crate::caller::{authenticate_cookie, check_csrf};
+use crate::caller::check_csrf;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -75,8 +75,9 @@ pub(super) async fn forward(
         Ok(None) => return Err(ApiError::Unauthorized("authentication is required")),
         Err(_) => return Err(ApiError::Unauthorized("the session cookie is invalid")),
     };
-    // A store lookup on every request: a revoked or timed-out session stops here at once.
-    let session = authenticate_cookie(state, &secret).await?;
+    // A store lookup on every request (unless `bff.session_cache` allows a short reuse): a
+    // revoked or timed-out session stops here at once.
+    let session = bff.sessions.authenticate(state, &secret).await?;
     if !is_safe(request.method()) {
         check_csrf(state, request.headers(), &session)?;
     }

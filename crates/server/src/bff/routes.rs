@@ -144,6 +144,12 @@ pub fn validate(config: &BffConfig) -> Result<(), ConfigError> {
             return Err(invalid(key, "must be longer than zero"));
         }
     }
+    if config.session_cache.0 > std::time::Duration::from_secs(10) {
+        return Err(invalid(
+            "bff.session_cache",
+            "must be at most 10s: it bounds how long a session changed outside the revocation feed stays usable",
+        ));
+    }
     for name in &config.strip_headers {
         if HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(invalid(

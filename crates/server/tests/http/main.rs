@@ -23,3 +23,4 @@ mod revoke;
 mod rotation;
 mod sessions;
 mod socket;
+mod verifier;

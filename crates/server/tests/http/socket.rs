@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 pub struct Running {
     pub base: String,
+    pub state: AppState,
     _dir: tempfile::TempDir,
 }
 
@@ -25,9 +26,9 @@ pub async fn start(config: latchkey_server::Config) -> Running {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });
-    Running { base, _dir: dir }
+    Running { base, state, _dir: dir }
 }
 
 async fn post_form(

@@ -28,14 +28,18 @@
     show(true, body.session.user.username);
   }
 
+  function credentials() {
+    return JSON.stringify({ username: $("username").value, password: $("password").value });
+  }
+
   async function login(event) {
-    event.preventDefault();
+    if (event) event.preventDefault();
     say("");
     const r = await fetch("/v1/session", {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }),
+      body: credentials(),
     });
     $("password").value = "";
     if (r.status !== 200) {
@@ -45,6 +49,22 @@
     const body = await r.json();
     csrfToken = body.csrf_token;
     show(true, body.session.user.username);
+  }
+
+  async function signUp() {
+    say("");
+    const r = await fetch("/v1/users", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json" },
+      body: credentials(),
+    });
+    if (r.status !== 201) {
+      const body = await r.json().catch(() => ({}));
+      say("Sign-up failed: " + (body.error_description || r.status));
+      return;
+    }
+    await login();
   }
 
   async function logout() {
@@ -85,6 +105,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     $("login-form").addEventListener("submit", login);
+    $("signup-button").addEventListener("click", () => signUp().catch((e) => say(String(e))));
     $("logout").addEventListener("click", logout);
     $("get-button").addEventListener("click", () => call("GET", "/api/hello?from=spa"));
     $("post-button").addEventListener("click", () =>
