@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # BFF proxy benchmark: a release `latchkey serve` (SQLite in a temporary directory) with one
-# `[[bff.routes]]` to the demo echo upstream (examples/bff-demo, `GET /ping` = a fixed small
+# `[bff]
+session_cache = "${BENCH_SESSION_CACHE:-0s}"
+
+[[bff.routes]]` to the demo echo upstream (examples/bff-demo, `GET /ping` = a fixed small
 # JSON), driven by `latchkey-loadtest bff`: the bare axum baseline, then `GET /ping` on the
 # upstream directly, then `GET /api/ping` through the BFF with a session cookie, in one run.
 # The last line compares the BFF with direct. See docs/benchmarks.md ("BFF proxy").
@@ -10,7 +13,8 @@
 #   scripts/bench-bff.sh --json                  # extra arguments go to latchkey-loadtest
 #
 # BENCH_DATABASE replaces the SQLite file (e.g. "memory:" to take the store out of the
-# picture). BENCH_PORT picks the first port to try for Latchkey (default 18080); the upstream
+# picture). BENCH_SESSION_CACHE sets bff.session_cache (default "0s": a store lookup per
+# request; e.g. "1s" to reuse a checked session for up to a second). BENCH_PORT picks the first port to try for Latchkey (default 18080); the upstream
 # takes the next free one after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +78,9 @@ database = "${BENCH_DATABASE:-sqlite://$tmp/latchkey.db}"
 login_per_account = "off"
 login_per_ip = "off"
 token_per_ip = "off"
+
+[bff]
+session_cache = "${BENCH_SESSION_CACHE:-0s}"
 
 [[bff.routes]]
 prefix = "/api/"

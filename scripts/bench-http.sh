@@ -62,6 +62,13 @@ id = "bench"
 kind = "public"
 audience = "api"
 scopes = ["read"]
+
+[[clients]]
+id = "bench-backend"
+kind = "confidential"
+secret = "bench-backend-secret-0123456789"
+audience = "internal"
+scopes = ["read"]
 EOF
 
 (cd "$tmp" && exec "$root/target/release/latchkey" serve --config "$tmp/latchkey.toml") \
@@ -82,4 +89,9 @@ curl -fsS "$url/readyz" >/dev/null || { echo "bench: $url/readyz never answered"
 
 echo "bench: latchkey $(git describe --always --dirty 2>/dev/null || echo "?") on $url, $(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)" >&2
 target/release/latchkey-loadtest all --url "$url" --client-id bench \
+  --confidential bench-backend:bench-backend-secret-0123456789 \
   --concurrency "$concurrency" --duration "$duration" "$@"
+if [ "${BENCH_REACH:-1}" = "1" ]; then
+  target/release/latchkey-loadtest reach --url "$url" --client-id bench \
+    --sessions "${BENCH_REACH_SESSIONS:-1000}"
+fi

@@ -115,6 +115,8 @@ impl StoreLabel {
         }
         match error {
             StoreError::Conflict(what) => conflict(what.to_string()),
+            // The Redis half of the store names itself.
+            StoreError::Unavailable(cause) if cause.starts_with("Redis") => runtime(text),
             _ => runtime(format!("store `database` = {:?}: {text}", self.url)),
         }
     }

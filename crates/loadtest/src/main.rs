@@ -10,6 +10,7 @@
 //! The machine running this is usually also running the server, so absolute numbers are
 //! pessimistic; compare each line with the baseline measured in the same run.
 mod bff;
+mod reach;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -37,6 +38,13 @@ enum Command {
     Me(Target),
     /// Each client signs up, logs in with cookie mode, then calls GET /v1/session with its cookie.
     Session(Target),
+    /// Forward auth: GET /v1/authorize with each client's access token.
+    Authorize(Target),
+    /// RFC 7662: POST /oauth/introspect of each client's access token (needs --confidential).
+    Introspect(Target),
+    /// Revocation reach: revoke sessions through the API while a latchkey-verify Verifier
+    /// follows the feed; time from each revoke response to the verifier's first refusal.
+    Reach(reach::ReachTarget),
     /// baseline, rotations and me back to back, as one table with ratios to the baseline.
     All(Target),
     /// baseline, then a trivial upstream request directly and through a BFF route (bff.rs).
@@ -73,6 +81,9 @@ struct Target {
     /// Passwords are `<prefix>-<random>-<n>` (long enough for the default policy).
     #[arg(long, default_value = "bench-password")]
     password_prefix: String,
+    /// `id:secret` of a confidential client, for the introspect mode.
+    #[arg(long)]
+    confidential: Option<String>,
     #[command(flatten)]
     load: Load,
 }
@@ -98,11 +109,18 @@ async fn run(cli: Cli) -> Result<()> {
         ),
         Command::Me(t) => (t.load.clone(), vec![against_server(&t, Mode::Me).await?]),
         Command::Session(t) => (t.load.clone(), vec![against_server(&t, Mode::Session).await?]),
+        Command::Authorize(t) => (t.load.clone(), vec![against_server(&t, Mode::Authorize).await?]),
+        Command::Introspect(t) => (t.load.clone(), vec![against_server(&t, Mode::Introspect).await?]),
+        Command::Reach(t) => return reach::run(t).await,
         Command::All(t) => {
             let mut results = vec![baseline(&t.load).await?];
             results.push(against_server(&t, Mode::Rotate).await?);
             results.push(against_server(&t, Mode::Me).await?);
             results.push(against_server(&t, Mode::Session).await?);
+            results.push(against_server(&t, Mode::Authorize).await?);
+            if t.confidential.is_some() {
+                results.push(against_server(&t, Mode::Introspect).await?);
+            }
             (t.load.clone(), results)
         }
     };
@@ -122,6 +140,8 @@ enum Mode {
     Rotate,
     Me,
     Session,
+    Authorize,
+    Introspect,
 }
 
 struct Account {
@@ -147,6 +167,12 @@ enum Worker {
         http: reqwest::Client,
         url: String,
         bearer: String,
+    },
+    /// RFC 7662 introspection of one access token by a confidential client.
+    Introspect {
+        http: reqwest::Client,
+        url: String,
+        form: Vec<(String, String)>,
     },
     /// Cookie mode: the session check a browser's every request costs.
     Session {
@@ -237,11 +263,27 @@ impl Worker {
                 client_id: t.client_id.clone(),
                 account,
             },
-            Mode::Me => Worker::Me {
+            Mode::Me | Mode::Authorize => Worker::Me {
                 bearer: format!("Bearer {}", field(&tokens, "access_token")?),
                 http,
-                url: format!("{base}/v1/me"),
+                url: format!("{base}/{}", if matches!(mode, Mode::Me) { "v1/me" } else { "v1/authorize" }),
             },
+            Mode::Introspect => {
+                let (id, secret) = t
+                    .confidential
+                    .as_deref()
+                    .and_then(|c| c.split_once(':'))
+                    .ok_or("introspect needs --confidential id:secret")?;
+                Worker::Introspect {
+                    http,
+                    url: format!("{base}/oauth/introspect"),
+                    form: vec![
+                        ("token".to_string(), field(&tokens, "access_token")?),
+                        ("client_id".to_string(), id.to_string()),
+                        ("client_secret".to_string(), secret.to_string()),
+                    ],
+                }
+            }
             Mode::Session => {
                 let response = http
                     .post(format!("{base}/v1/session"))
@@ -302,6 +344,13 @@ impl Worker {
                 let request = http.get(url.as_str()).header("cookie", cookie.as_str());
                 expect_json(request, 200).await.map(drop)
             }
+            Worker::Introspect { http, url, form } => {
+                let body = expect_json(http.post(url.as_str()).form(form), 200).await?;
+                if body["active"] != true {
+                    return Err(format!("token not active: {body}"));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -326,7 +375,7 @@ impl Worker {
                 },
                 Err(_) => false,
             },
-            Worker::Hello { .. } | Worker::Me { .. } | Worker::Session { .. } => true,
+            Worker::Hello { .. } | Worker::Me { .. } | Worker::Session { .. } | Worker::Introspect { .. } => true,
         }
     }
 }
@@ -512,6 +561,8 @@ async fn against_server(t: &Target, mode: Mode) -> Result<Outcome> {
         Mode::Rotate => "rotations",
         Mode::Me => "me",
         Mode::Session => "session",
+        Mode::Authorize => "authorize",
+        Mode::Introspect => "introspect",
     };
     drive(name, workers, &t.load).await
 }

@@ -67,7 +67,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> Result<()> {
         } else {
             Vec::new()
         };
-        let store = latchkey_store::connect(&url)
+        let store = latchkey_server::open_store(&config)
             .await
             .map_err(|e| label.describe(&e))
             .context("opening the store")?;

@@ -389,6 +389,21 @@ mod tests {
         );
     }
 
+    /// The demo's configuration (examples/bff-demo/latchkey.toml) stays valid.
+    #[test]
+    fn the_demo_config_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/bff-demo/latchkey.toml");
+        let loaded = crate::config::Config::load_with_env(Some(&path), Vec::new())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let bff = &loaded.config.bff;
+        assert!(bff.demo);
+        assert_eq!(bff.routes[0].prefix, "/api/");
+        assert_eq!(bff.routes[0].scopes, ["read", "write"]);
+        let table = RouteTable::new(bff).expect("routes");
+        assert_eq!(table.routes()[0].audience, "api");
+    }
+
     #[test]
     fn longest_prefix_wins_and_uris_stay_under_the_base() {
         let table = RouteTable::new(&config(&[

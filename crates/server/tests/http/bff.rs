@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use latchkey_core::{Clock, SessionId};
 use latchkey_server::config::{BffRoute, Config, Ttl};
 use latchkey_server::{AppState, app};
+use latchkey_store::testing::FlakyStore;
 use latchkey_tokens::{AccessTokenClaims, Validation};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -925,6 +926,89 @@ async fn a_revoked_session_is_refused_at_once_and_its_tokens_are_dropped() {
         .as_browser(&other, "GET", "/api/x", None)
         .await
         .assert_error(401, "unauthorized");
+}
+
+/// Fail closed: without the store, no session, no upstream request.
+#[tokio::test]
+async fn a_store_outage_fails_closed_without_reaching_the_upstream() {
+    let (up, upstream) = start_upstream().await;
+    let flaky = Arc::new(FlakyStore::new(Arc::new(latchkey_store::MemoryStore::new())));
+    let app = TestApp::build(bff_config(&upstream), flaky.clone(), None).await;
+    app.sign_up("outage").await;
+    let b = app.browser_login("outage").await;
+    assert_eq!(app.as_browser(&b, "GET", "/api/x", None).await.status, 200);
+    flaky.fail_reads(true);
+    for method in ["GET", "POST"] {
+        app.as_browser(&b, method, "/api/x", Some(&json!({})))
+            .await
+            .assert_error(503, "unavailable");
+    }
+    assert_eq!(up.hits(), 1);
+    flaky.fail_reads(false);
+    assert_eq!(app.as_browser(&b, "GET", "/api/x", None).await.status, 200);
+}
+
+/// `bff.session_cache`: a checked session is reused briefly, but a revocation still ends
+/// BFF access at once on this instance, and within the feed's poll interval when it happens
+/// elsewhere (here: written to the store directly, as another instance would).
+#[tokio::test]
+async fn with_the_session_cache_revocations_still_apply() {
+    let (up, upstream) = start_upstream().await;
+    let mut config = bff_config(&upstream);
+    config.bff.session_cache = Ttl(Duration::from_secs(10));
+    let flaky = Arc::new(FlakyStore::new(Arc::new(latchkey_store::MemoryStore::new())));
+    let app = TestApp::build(config, flaky.clone(), None).await;
+    app.sign_up("cached").await;
+    let b = app.browser_login("cached").await;
+    let other = app.browser_login("cached").await;
+    assert_eq!(app.as_browser(&b, "GET", "/api/x", None).await.status, 200);
+    // The session is reused without the store (which cannot answer for a moment).
+    flaky.fail_reads(true);
+    for _ in 0..3 {
+        assert_eq!(app.as_browser(&b, "GET", "/api/x", None).await.status, 200);
+    }
+    flaky.fail_reads(false);
+    // CSRF is checked on every request, cached session or not.
+    app.with_cookie_only(&b, "POST", "/api/x", Some(&json!({})))
+        .await
+        .assert_error(403, "csrf_failed");
+
+    // Revoked on this instance: refused on the very next request.
+    let r = app
+        .as_browser(&other, "DELETE", &format!("/v1/sessions/{}", b.sid), None)
+        .await;
+    assert_eq!(r.status, 204);
+    app.as_browser(&b, "GET", "/api/x", None)
+        .await
+        .assert_error(401, "unauthorized");
+
+    // Revoked "elsewhere": straight into the store, picked up from the feed.
+    assert_eq!(app.as_browser(&other, "GET", "/api/x", None).await.status, 200);
+    let revocation = app.state.revocation(latchkey_core::RevokeReason::Logout);
+    assert!(
+        app.store
+            .revoke_session(sid(&other), &revocation)
+            .await
+            .expect("revoke")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let r = app.as_browser(&other, "GET", "/api/x", None).await;
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session revoked elsewhere stayed usable"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits = up.hits();
+    app.as_browser(&other, "GET", "/api/x", None)
+        .await
+        .assert_error(401, "unauthorized");
+    assert_eq!(up.hits(), hits);
 }
 
 #[tokio::test]
