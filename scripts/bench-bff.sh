@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
 # BFF proxy benchmark: a release `latchkey serve` (SQLite in a temporary directory) with one
-# `[bff]
-session_cache = "${BENCH_SESSION_CACHE:-0s}"
-
-[[bff.routes]]` to the demo echo upstream (examples/bff-demo, `GET /ping` = a fixed small
+# `[[bff.routes]]` to the demo echo upstream (examples/bff-demo, `GET /ping` = a fixed small
 # JSON), driven by `latchkey-loadtest bff`: the bare axum baseline, then `GET /ping` on the
 # upstream directly, then `GET /api/ping` through the BFF with a session cookie, in one run.
 # The last line compares the BFF with direct. See docs/benchmarks.md ("BFF proxy").

@@ -108,9 +108,18 @@ async fn run(cli: Cli) -> Result<()> {
             vec![against_server(&t, Mode::Rotate).await?],
         ),
         Command::Me(t) => (t.load.clone(), vec![against_server(&t, Mode::Me).await?]),
-        Command::Session(t) => (t.load.clone(), vec![against_server(&t, Mode::Session).await?]),
-        Command::Authorize(t) => (t.load.clone(), vec![against_server(&t, Mode::Authorize).await?]),
-        Command::Introspect(t) => (t.load.clone(), vec![against_server(&t, Mode::Introspect).await?]),
+        Command::Session(t) => (
+            t.load.clone(),
+            vec![against_server(&t, Mode::Session).await?],
+        ),
+        Command::Authorize(t) => (
+            t.load.clone(),
+            vec![against_server(&t, Mode::Authorize).await?],
+        ),
+        Command::Introspect(t) => (
+            t.load.clone(),
+            vec![against_server(&t, Mode::Introspect).await?],
+        ),
         Command::Reach(t) => return reach::run(t).await,
         Command::All(t) => {
             let mut results = vec![baseline(&t.load).await?];
@@ -266,7 +275,14 @@ impl Worker {
             Mode::Me | Mode::Authorize => Worker::Me {
                 bearer: format!("Bearer {}", field(&tokens, "access_token")?),
                 http,
-                url: format!("{base}/{}", if matches!(mode, Mode::Me) { "v1/me" } else { "v1/authorize" }),
+                url: format!(
+                    "{base}/{}",
+                    if matches!(mode, Mode::Me) {
+                        "v1/me"
+                    } else {
+                        "v1/authorize"
+                    }
+                ),
             },
             Mode::Introspect => {
                 let (id, secret) = t
@@ -301,7 +317,11 @@ impl Worker {
                     .and_then(|v| v.split(';').next())
                     .map(str::to_string)
                     .ok_or("cookie login without Set-Cookie")?;
-                Worker::Session { http, url: format!("{base}/v1/session"), cookie }
+                Worker::Session {
+                    http,
+                    url: format!("{base}/v1/session"),
+                    cookie,
+                }
             }
         })
     }
@@ -375,7 +395,10 @@ impl Worker {
                 },
                 Err(_) => false,
             },
-            Worker::Hello { .. } | Worker::Me { .. } | Worker::Session { .. } | Worker::Introspect { .. } => true,
+            Worker::Hello { .. }
+            | Worker::Me { .. }
+            | Worker::Session { .. }
+            | Worker::Introspect { .. } => true,
         }
     }
 }

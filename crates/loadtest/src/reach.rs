@@ -53,21 +53,34 @@ pub async fn run(t: ReachTarget) -> Result<()> {
         while logins.len() >= 8 {
             sessions.push(logins.join_next().await.context("login task")???);
         }
-        let (http, base, username, password, client) =
-            (http.clone(), base.clone(), username.clone(), password.clone(), t.client_id.clone());
+        let (http, base, username, password, client) = (
+            http.clone(),
+            base.clone(),
+            username.clone(),
+            password.clone(),
+            t.client_id.clone(),
+        );
         logins.spawn(async move { login(&http, &base, &username, &password, &client).await });
     }
     while let Some(done) = logins.join_next().await {
         sessions.push(done.context("login task")??);
     }
 
-    let mut config = VerifierConfig::new(t.issuer.clone().unwrap_or_else(|| base.clone()), t.audience.clone());
+    let mut config = VerifierConfig::new(
+        t.issuer.clone().unwrap_or_else(|| base.clone()),
+        t.audience.clone(),
+    );
     config.jwks_url = Some(format!("{base}/.well-known/jwks.json"));
     config.feed_url = Some(format!("{base}/v1/revocations"));
     config.feed_poll_interval = Duration::from_millis(t.poll_ms);
-    let verifier = Verifier::start(config).await.context("starting the verifier")?;
+    let verifier = Verifier::start(config)
+        .await
+        .context("starting the verifier")?;
     for (access, _) in &sessions {
-        verifier.verify(access).await.context("a fresh token was refused before any revocation")?;
+        verifier
+            .verify(access)
+            .await
+            .context("a fresh token was refused before any revocation")?;
     }
 
     eprintln!("reach: revoking them, {} at a time…", t.concurrency);
@@ -78,7 +91,12 @@ pub async fn run(t: ReachTarget) -> Result<()> {
         while tasks.len() >= t.concurrency {
             reach.push(tasks.join_next().await.context("revoke task")???);
         }
-        let (http, base, client, verifier) = (http.clone(), base.clone(), t.client_id.clone(), verifier.clone());
+        let (http, base, client, verifier) = (
+            http.clone(),
+            base.clone(),
+            t.client_id.clone(),
+            verifier.clone(),
+        );
         tasks.spawn(async move {
             let r = http
                 .post(format!("{base}/oauth/revoke"))
@@ -94,7 +112,9 @@ pub async fn run(t: ReachTarget) -> Result<()> {
                 match verifier.verify(&access).await {
                     Err(VerifyError::Revoked) => return Ok(acknowledged.elapsed()),
                     Err(e) => bail!("refused for another reason: {e}"),
-                    Ok(_) if acknowledged.elapsed() > Duration::from_secs(10) => bail!("still accepted after 10 s"),
+                    Ok(_) if acknowledged.elapsed() > Duration::from_secs(10) => {
+                        bail!("still accepted after 10 s")
+                    }
                     Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
                 }
             }
@@ -123,15 +143,29 @@ pub async fn run(t: ReachTarget) -> Result<()> {
     Ok(())
 }
 
-async fn login(http: &reqwest::Client, base: &str, username: &str, password: &str, client: &str) -> Result<(String, String)> {
+async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+    client: &str,
+) -> Result<(String, String)> {
     let r = http
         .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", "password"), ("username", username), ("password", password), ("client_id", client)])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+            ("client_id", client),
+        ])
         .send()
         .await
         .context("login")?;
     let body: Value = r.json().await.context("login body")?;
-    match (body["access_token"].as_str(), body["refresh_token"].as_str()) {
+    match (
+        body["access_token"].as_str(),
+        body["refresh_token"].as_str(),
+    ) {
         (Some(a), Some(r)) => Ok((a.to_string(), r.to_string())),
         _ => bail!("login refused: {body}"),
     }

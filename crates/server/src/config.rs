@@ -576,7 +576,10 @@ impl Config {
             ));
         }
         let db = self.database.as_str();
-        if !["sqlite:", "memory:", "postgres://", "postgresql://"].iter().any(|p| db.starts_with(p)) {
+        if !["sqlite:", "memory:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| db.starts_with(p))
+        {
             return Err(invalid(
                 "database",
                 "must be sqlite://PATH, postgres://USER@HOST/DB or memory:",

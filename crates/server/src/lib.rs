@@ -98,8 +98,15 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Opens the store the configuration names (`database`, and `redis` when set), migrating it.
-pub async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn latchkey_store::Store>, latchkey_store::StoreError> {
-    latchkey_store::open(&config.database, config.redis.as_deref(), &config.redis_prefix).await
+pub async fn open_store(
+    config: &Config,
+) -> Result<std::sync::Arc<dyn latchkey_store::Store>, latchkey_store::StoreError> {
+    latchkey_store::open(
+        &config.database,
+        config.redis.as_deref(),
+        &config.redis_prefix,
+    )
+    .await
 }
 
 /// RFC 3339 UTC text for JSON bodies.

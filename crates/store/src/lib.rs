@@ -188,7 +188,11 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
 
 /// Opens the configured store: the `database` URL, with sessions, refresh families and the
 /// revocation feed moved to Redis when `redis` is set (users and keys stay in SQL).
-pub async fn open(database: &str, redis: Option<&str>, redis_prefix: &str) -> StoreResult<Arc<dyn Store>> {
+pub async fn open(
+    database: &str,
+    redis: Option<&str>,
+    redis_prefix: &str,
+) -> StoreResult<Arc<dyn Store>> {
     let sql = connect(database).await?;
     match redis {
         None => Ok(sql),

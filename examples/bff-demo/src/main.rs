@@ -100,7 +100,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/ping", get(|| async { Json(json!({"pong": true})) }))
         .fallback(echo);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    eprintln!("echo upstream listening on http://{}", listener.local_addr()?);
+    eprintln!(
+        "echo upstream listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

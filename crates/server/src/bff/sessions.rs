@@ -70,7 +70,12 @@ impl SessionCache {
         }
     }
 
-    fn reusable(&self, state: &AppState, hash: &SecretHash, now: OffsetDateTime) -> Option<Arc<Session>> {
+    fn reusable(
+        &self,
+        state: &AppState,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> Option<Arc<Session>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let (session, checked) = entries.get(hash)?;
         let reusable = now - *checked < self.ttl

@@ -932,7 +932,9 @@ async fn a_revoked_session_is_refused_at_once_and_its_tokens_are_dropped() {
 #[tokio::test]
 async fn a_store_outage_fails_closed_without_reaching_the_upstream() {
     let (up, upstream) = start_upstream().await;
-    let flaky = Arc::new(FlakyStore::new(Arc::new(latchkey_store::MemoryStore::new())));
+    let flaky = Arc::new(FlakyStore::new(
+        Arc::new(latchkey_store::MemoryStore::new()),
+    ));
     let app = TestApp::build(bff_config(&upstream), flaky.clone(), None).await;
     app.sign_up("outage").await;
     let b = app.browser_login("outage").await;
@@ -956,7 +958,9 @@ async fn with_the_session_cache_revocations_still_apply() {
     let (up, upstream) = start_upstream().await;
     let mut config = bff_config(&upstream);
     config.bff.session_cache = Ttl(Duration::from_secs(10));
-    let flaky = Arc::new(FlakyStore::new(Arc::new(latchkey_store::MemoryStore::new())));
+    let flaky = Arc::new(FlakyStore::new(
+        Arc::new(latchkey_store::MemoryStore::new()),
+    ));
     let app = TestApp::build(config, flaky.clone(), None).await;
     app.sign_up("cached").await;
     let b = app.browser_login("cached").await;
@@ -983,7 +987,10 @@ async fn with_the_session_cache_revocations_still_apply() {
         .assert_error(401, "unauthorized");
 
     // Revoked "elsewhere": straight into the store, picked up from the feed.
-    assert_eq!(app.as_browser(&other, "GET", "/api/x", None).await.status, 200);
+    assert_eq!(
+        app.as_browser(&other, "GET", "/api/x", None).await.status,
+        200
+    );
     let revocation = app.state.revocation(latchkey_core::RevokeReason::Logout);
     assert!(
         app.store

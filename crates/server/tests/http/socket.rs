@@ -28,7 +28,11 @@ pub async fn start(config: latchkey_server::Config) -> Running {
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let service = app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });
-    Running { base, state, _dir: dir }
+    Running {
+        base,
+        state,
+        _dir: dir,
+    }
 }
 
 async fn post_form(

@@ -26,17 +26,34 @@ struct Client {
 
 impl Client {
     async fn form(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base)).form(params).send().await.expect("request");
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .form(params)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     async fn login(&self, username: &str) -> (String, String) {
         let (status, body) = self
-            .form("/oauth/token", &[("grant_type", "password"), ("username", username), ("password", PASSWORD), ("client_id", "spa")])
+            .form(
+                "/oauth/token",
+                &[
+                    ("grant_type", "password"),
+                    ("username", username),
+                    ("password", PASSWORD),
+                    ("client_id", "spa"),
+                ],
+            )
             .await;
         assert_eq!(status, 200, "{body}");
-        (body["access_token"].as_str().expect("access").into(), body["refresh_token"].as_str().expect("refresh").into())
+        (
+            body["access_token"].as_str().expect("access").into(),
+            body["refresh_token"].as_str().expect("refresh").into(),
+        )
     }
 
     async fn sign_up(&self, username: &str) -> String {
@@ -48,7 +65,10 @@ impl Client {
             .await
             .expect("sign up");
         assert_eq!(r.status(), 201);
-        r.json::<Value>().await.expect("json")["id"].as_str().expect("id").into()
+        r.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .into()
     }
 }
 
@@ -60,7 +80,10 @@ async fn refused_after(verifier: &Verifier, token: &str, since: Instant) -> Dura
             Err(other) => panic!("refused for the wrong reason: {other:?}"),
             Ok(_) => {}
         }
-        assert!(since.elapsed() < Duration::from_secs(3), "still accepted 3 s after the revocation");
+        assert!(
+            since.elapsed() < Duration::from_secs(3),
+            "still accepted 3 s after the revocation"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -71,22 +94,50 @@ async fn every_kind_of_revocation_reaches_the_resource_server_within_a_second() 
     config.admin_token = Some(Redacted(ADMIN.into()));
     let server = start(config).await;
     let verifier = verifier(&server).await;
-    let c = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+    };
     let user_id = c.sign_up("rs-user").await;
 
     // Logout (RFC 7009 revocation).
     let (access, refresh) = c.login("rs-user").await;
     verifier.verify(&access).await.expect("valid before");
     let t = Instant::now();
-    assert_eq!(c.form("/oauth/revoke", &[("token", &refresh), ("client_id", "spa")]).await.0, 200);
+    assert_eq!(
+        c.form(
+            "/oauth/revoke",
+            &[("token", &refresh), ("client_id", "spa")]
+        )
+        .await
+        .0,
+        200
+    );
     let logout = refused_after(&verifier, &access, t).await;
 
     // Reuse detection.
     let (access, refresh) = c.login("rs-user").await;
-    c.form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", "spa")]).await;
+    c.form(
+        "/oauth/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "spa"),
+        ],
+    )
+    .await;
     verifier.verify(&access).await.expect("valid before");
     let t = Instant::now();
-    let (status, _) = c.form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", "spa")]).await;
+    let (status, _) = c
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "spa"),
+            ],
+        )
+        .await;
     assert_eq!(status, 400);
     let reuse = refused_after(&verifier, &access, t).await;
 
@@ -105,7 +156,10 @@ async fn every_kind_of_revocation_reaches_the_resource_server_within_a_second() 
         .expect("change password");
     assert_eq!(r.status(), 204);
     let password = refused_after(&verifier, &victim, t).await;
-    verifier.verify(&changer).await.expect("the changing session stays valid");
+    verifier
+        .verify(&changer)
+        .await
+        .expect("the changing session stays valid");
 
     // Ban.
     let t = Instant::now();
@@ -119,8 +173,16 @@ async fn every_kind_of_revocation_reaches_the_resource_server_within_a_second() 
     assert_eq!(r.status(), 204);
     let ban = refused_after(&verifier, &changer, t).await;
 
-    for (kind, took) in [("logout", logout), ("reuse", reuse), ("password", password), ("ban", ban)] {
-        assert!(took < Duration::from_secs(1), "{kind}: refused only after {took:?}");
+    for (kind, took) in [
+        ("logout", logout),
+        ("reuse", reuse),
+        ("password", password),
+        ("ban", ban),
+    ] {
+        assert!(
+            took < Duration::from_secs(1),
+            "{kind}: refused only after {took:?}"
+        );
     }
 }
 
@@ -131,18 +193,32 @@ async fn key_rotation_under_load_refuses_no_valid_token() {
     config.keys.publish_delay = Ttl(Duration::from_millis(300));
     let server = start(config).await;
     let verifier = verifier(&server).await;
-    let c = Client { http: reqwest::Client::new(), base: server.base.clone() };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+    };
     c.sign_up("rotating").await;
     let (_, mut refresh) = c.login("rotating").await;
 
     let rotate = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let r = c.http.post(format!("{}/admin/v1/keys/rotate", c.base)).bearer_auth(ADMIN).send().await.expect("rotate");
+        let r = c
+            .http
+            .post(format!("{}/admin/v1/keys/rotate", c.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("rotate");
         assert_eq!(r.status(), 200);
-        let kid = r.json::<Value>().await.expect("json")["kid"].as_str().expect("kid").to_string();
+        let kid = r.json::<Value>().await.expect("json")["kid"]
+            .as_str()
+            .expect("kid")
+            .to_string();
         // Activation is picked up on the instance's next key reload; do it now.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        latchkey_server::keys::reload(&server.state).await.expect("reload");
+        latchkey_server::keys::reload(&server.state)
+            .await
+            .expect("reload");
         kid
     };
     let load = async {
@@ -151,19 +227,37 @@ async fn key_rotation_under_load_refuses_no_valid_token() {
         let until = Instant::now() + Duration::from_secs(2);
         while Instant::now() < until {
             let (status, body) = c
-                .form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh), ("client_id", "spa")])
+                .form(
+                    "/oauth/token",
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", &refresh),
+                        ("client_id", "spa"),
+                    ],
+                )
                 .await;
             assert_eq!(status, 200, "{body}");
             refresh = body["refresh_token"].as_str().expect("refresh").into();
             let access = body["access_token"].as_str().expect("access");
-            kids.insert(jwt_part(access, 0)["kid"].as_str().expect("kid").to_string());
-            verifier.verify(access).await.unwrap_or_else(|e| panic!("a valid token was refused: {e:?}"));
+            kids.insert(
+                jwt_part(access, 0)["kid"]
+                    .as_str()
+                    .expect("kid")
+                    .to_string(),
+            );
+            verifier
+                .verify(access)
+                .await
+                .unwrap_or_else(|e| panic!("a valid token was refused: {e:?}"));
             verified += 1;
         }
         (kids, verified)
     };
     let (new_kid, (kids, verified)) = tokio::join!(rotate, load);
-    assert!(kids.contains(&new_kid), "the new key never signed during the run: {kids:?}");
+    assert!(
+        kids.contains(&new_kid),
+        "the new key never signed during the run: {kids:?}"
+    );
     assert_eq!(kids.len(), 2, "{kids:?}");
     assert!(verified > 20, "too little load: {verified}");
 }
