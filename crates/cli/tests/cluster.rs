@@ -428,7 +428,10 @@ impl Drop for TestDatabase {
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database {}: {dropped:?}", self.name);
+            eprintln!(
+                "warning: could not drop test database {}: {dropped:?}",
+                self.name
+            );
         }
     }
 }
@@ -557,15 +560,26 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
     let (a_url, b_url) = (a.url.clone(), b.url.clone());
 
     // One key set, published by both.
-    let jwks_a = http.get(&a_url, "/.well-known/jwks.json").await.expect("JWKS of A");
-    let jwks_b = http.get(&b_url, "/.well-known/jwks.json").await.expect("JWKS of B");
+    let jwks_a = http
+        .get(&a_url, "/.well-known/jwks.json")
+        .await
+        .expect("JWKS of A");
+    let jwks_b = http
+        .get(&b_url, "/.well-known/jwks.json")
+        .await
+        .expect("JWKS of B");
     assert_eq!(jwks_a.status, 200);
     assert!(
-        jwks_a.body["keys"].as_array().is_some_and(|k| !k.is_empty()),
+        jwks_a.body["keys"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty()),
         "JWKS of A: {}",
         jwks_a.body
     );
-    assert_eq!(jwks_a.body, jwks_b.body, "the instances publish different JWKS");
+    assert_eq!(
+        jwks_a.body, jwks_b.body,
+        "the instances publish different JWKS"
+    );
 
     // A login on either instance is valid on the other.
     let user = unique("u");
@@ -573,13 +587,21 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
     for (login_on, check_on) in [(&a_url, &b_url), (&b_url, &a_url)] {
         let (access, _) = http.token_login(login_on, &user).await;
         let me = http.must(http.me_request(check_on, &access)).await;
-        assert_eq!(me.status, 200, "token from {login_on} on {check_on}: {}", me.body);
+        assert_eq!(
+            me.status, 200,
+            "token from {login_on} on {check_on}: {}",
+            me.body
+        );
         assert_eq!(me.body["username"], user.as_str());
         let authorized = http.must(http.authorize_request(check_on, &access)).await;
         assert_eq!(authorized.status, 200, "forward auth on {check_on}");
         let (cookie, _, sid) = http.cookie_login(login_on, &user).await;
         let session = http.must(http.session_request(check_on, &cookie)).await;
-        assert_eq!(session.status, 200, "cookie from {login_on} on {check_on}: {}", session.body);
+        assert_eq!(
+            session.status, 200,
+            "cookie from {login_on} on {check_on}: {}",
+            session.body
+        );
         assert_eq!(session.body["session"]["id"], sid.as_str());
     }
 
@@ -593,7 +615,11 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
         let racers: Vec<_> = (0..RACERS)
             .map(|i| {
                 let (http, barrier, refresh) = (http.clone(), barrier.clone(), refresh.clone());
-                let base = if i % 2 == 0 { a_url.clone() } else { b_url.clone() };
+                let base = if i % 2 == 0 {
+                    a_url.clone()
+                } else {
+                    b_url.clone()
+                };
                 tokio::spawn(async move {
                     let request = http.refresh_request(&base, &refresh);
                     barrier.wait().await;
@@ -624,29 +650,45 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
         // The losers were reuse: the whole family is revoked, on both instances.
         http.must(http.refresh_request(other, &successor))
             .await
-            .expect(400, "the winner's successor after reuse, on the other instance");
-        http.must(http.me_request(other, &access))
-            .await
-            .expect(401, "the winner's access token after reuse, on the other instance");
+            .expect(
+                400,
+                "the winner's successor after reuse, on the other instance",
+            );
+        http.must(http.me_request(other, &access)).await.expect(
+            401,
+            "the winner's access token after reuse, on the other instance",
+        );
     }
 
     // A revocation on A is refused on B at once: by the store at once, by B's forward auth
     // (its copy of the revocation feed) within a second.
     for revoke_with in ["refresh_token", "access_token"] {
         let (access, refresh) = http.token_login(&a_url, &user).await;
-        http.must(http.me_request(&b_url, &access)).await.expect(200, "before revocation");
+        http.must(http.me_request(&b_url, &access))
+            .await
+            .expect(200, "before revocation");
         http.must(http.authorize_request(&b_url, &access))
             .await
             .expect(200, "forward auth before revocation");
-        let token = if revoke_with == "refresh_token" { &refresh } else { &access };
-        http.must(http.revoke_request(&a_url, token)).await.expect(200, "revoke on A");
-        let revoked_at = Instant::now();
-        http.must(http.me_request(&b_url, &access))
+        let token = if revoke_with == "refresh_token" {
+            &refresh
+        } else {
+            &access
+        };
+        http.must(http.revoke_request(&a_url, token))
             .await
-            .expect(401, &format!("B's /v1/me after revoking the {revoke_with} on A"));
+            .expect(200, "revoke on A");
+        let revoked_at = Instant::now();
+        http.must(http.me_request(&b_url, &access)).await.expect(
+            401,
+            &format!("B's /v1/me after revoking the {revoke_with} on A"),
+        );
         http.must(http.refresh_request(&b_url, &refresh))
             .await
-            .expect(400, &format!("refresh on B after revoking the {revoke_with} on A"));
+            .expect(
+                400,
+                &format!("refresh on B after revoking the {revoke_with} on A"),
+            );
         loop {
             let r = http.must(http.authorize_request(&b_url, &access)).await;
             if r.status == 401 {
@@ -666,7 +708,9 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
     }
     // A cookie logout on A ends the session on B at once, for the API and for forward auth.
     let (cookie, csrf, _) = http.cookie_login(&a_url, &user).await;
-    http.must(http.session_request(&b_url, &cookie)).await.expect(200, "cookie on B");
+    http.must(http.session_request(&b_url, &cookie))
+        .await
+        .expect(200, "cookie on B");
     http.must(http.logout_request(&a_url, &cookie, &csrf))
         .await
         .expect(204, "logout on A");
@@ -674,19 +718,43 @@ async fn two_instances_behave_as_one(database: &str, redis: Option<(&str, &str)>
         .await
         .expect(401, "cookie on B after logout on A");
     let forward = http
-        .must(http.0.get(format!("{b_url}/v1/authorize")).header("cookie", &cookie))
+        .must(
+            http.0
+                .get(format!("{b_url}/v1/authorize"))
+                .header("cookie", &cookie),
+        )
         .await;
-    assert_eq!(forward.status, 401, "B's forward auth with the cookie after logout on A");
+    assert_eq!(
+        forward.status, 401,
+        "B's forward auth with the cookie after logout on A"
+    );
 
     // Still one key set.
-    let jwks_a = http.get(&a_url, "/.well-known/jwks.json").await.expect("JWKS of A");
-    let jwks_b = http.get(&b_url, "/.well-known/jwks.json").await.expect("JWKS of B");
-    assert_eq!(jwks_a.body, jwks_b.body, "the instances publish different JWKS");
+    let jwks_a = http
+        .get(&a_url, "/.well-known/jwks.json")
+        .await
+        .expect("JWKS of A");
+    let jwks_b = http
+        .get(&b_url, "/.well-known/jwks.json")
+        .await
+        .expect("JWKS of B");
+    assert_eq!(
+        jwks_a.body, jwks_b.body,
+        "the instances publish different JWKS"
+    );
     a.assert_running();
     b.assert_running();
     a.assert_log_clean();
     b.assert_log_clean();
-    eprintln!("two instances ({}) took {:?}", if redis.is_some() { "postgres+redis" } else { "postgres" }, started.elapsed());
+    eprintln!(
+        "two instances ({}) took {:?}",
+        if redis.is_some() {
+            "postgres+redis"
+        } else {
+            "postgres"
+        },
+        started.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -707,8 +775,7 @@ fn postgres_bin_dir() -> Option<PathBuf> {
         .filter_map(|e| {
             let version: u32 = e.file_name().to_str()?.parse().ok()?;
             let bin = e.path().join("bin");
-            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-                .then_some((version, bin))
+            (bin.join("initdb").is_file() && bin.join("pg_ctl").is_file()).then_some((version, bin))
         })
         .collect();
     dirs.sort();
@@ -716,9 +783,8 @@ fn postgres_bin_dir() -> Option<PathBuf> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Whether the process exists and is not a zombie.
@@ -765,7 +831,10 @@ fn sigkill(pids: &[u32]) {
 fn wait_gone(pids: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while pids.iter().any(|&p| alive(p)) {
-        assert!(Instant::now() < deadline, "processes {pids:?} survived SIGKILL");
+        assert!(
+            Instant::now() < deadline,
+            "processes {pids:?} survived SIGKILL"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -799,7 +868,17 @@ impl ThrowawayPostgres {
         }
         pg.run(
             "initdb",
-            &["-D", &pg.data(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
         pg.start();
         pg
@@ -846,7 +925,18 @@ impl ThrowawayPostgres {
         let log = self.dir.join("postgres.log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-o", &options, "-w", "-t", "60", "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         );
     }
 
@@ -960,7 +1050,8 @@ impl ThrowawayRedis {
         let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 64];
         s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
     fn kill(&mut self) {
@@ -1025,7 +1116,11 @@ struct Load {
 }
 
 impl Load {
-    async fn call(&self, op: Op, request: reqwest::RequestBuilder) -> (Instant, Result<Reply, String>) {
+    async fn call(
+        &self,
+        op: Op,
+        request: reqwest::RequestBuilder,
+    ) -> (Instant, Result<Reply, String>) {
         let started = Instant::now();
         let reply = self.http.send(request).await;
         let record = Record {
@@ -1057,7 +1152,12 @@ impl Load {
 
 /// Anything but the expected success or a 503 is a violation (a 500, a transport error, a
 /// refusal of something that should work).
-fn check(report: &mut ActorReport, what: &str, reply: &Result<Reply, String>, ok: u16) -> Option<Reply> {
+fn check(
+    report: &mut ActorReport,
+    what: &str,
+    reply: &Result<Reply, String>,
+    ok: u16,
+) -> Option<Reply> {
     match reply {
         Ok(r) if r.status == ok => Some(r.clone()),
         Ok(r) if r.status == 503 => None,
@@ -1099,17 +1199,26 @@ async fn rotator(load: Load, user: String) -> ActorReport {
             Ok(r) if r.status == 400 && failed_at.is_some_and(|t| load.in_flight_at_kill(t)) => {
                 // The 503 was for a request in flight when the store died: its rotation may
                 // have committed with the answer lost. Not the outage revoking anything.
-                eprintln!("rotator: a rotation in flight at the kill committed unanswered; logging in again");
+                eprintln!(
+                    "rotator: a rotation in flight at the kill committed unanswered; logging in again"
+                );
                 (access, refresh) = load.http.token_login(&load.base, &user).await;
                 failed_at = None;
             }
             other => {
-                check(&mut report, "refresh with the last acknowledged token", &other, 200);
+                check(
+                    &mut report,
+                    "refresh with the last acknowledged token",
+                    &other,
+                    200,
+                );
                 break;
             }
         }
         if i % 3 == 0 {
-            let (_, me) = load.call(Op::Me, load.http.me_request(&load.base, &access)).await;
+            let (_, me) = load
+                .call(Op::Me, load.http.me_request(&load.base, &access))
+                .await;
             check(&mut report, "/v1/me of a live family", &me, 200);
         }
         load.pause().await;
@@ -1124,9 +1233,17 @@ async fn cookie_checker(load: Load, user: String) -> ActorReport {
     let (cookie, _, _) = load.http.cookie_login(&load.base, &user).await;
     while load.running() {
         let (_, reply) = load
-            .call(Op::CookieCheck, load.http.session_request(&load.base, &cookie))
+            .call(
+                Op::CookieCheck,
+                load.http.session_request(&load.base, &cookie),
+            )
             .await;
-        check(&mut report, "GET /v1/session of a live cookie session", &reply, 200);
+        check(
+            &mut report,
+            "GET /v1/session of a live cookie session",
+            &reply,
+            200,
+        );
         load.pause().await;
     }
     report.survivors.push(Login::Cookie { cookie });
@@ -1141,7 +1258,10 @@ async fn login_maker(load: Load, user: String) -> ActorReport {
         i += 1;
         if i % 2 == 0 {
             let (_, reply) = load
-                .call(Op::TokenLogin, load.http.token_login_request(&load.base, &user))
+                .call(
+                    Op::TokenLogin,
+                    load.http.token_login_request(&load.base, &user),
+                )
                 .await;
             if let Some(r) = check(&mut report, "password grant", &reply, 200) {
                 report.logins.push(Login::Token {
@@ -1151,12 +1271,17 @@ async fn login_maker(load: Load, user: String) -> ActorReport {
             }
         } else {
             let (_, reply) = load
-                .call(Op::CookieLogin, load.http.cookie_login_request(&load.base, &user))
+                .call(
+                    Op::CookieLogin,
+                    load.http.cookie_login_request(&load.base, &user),
+                )
                 .await;
             if let Some(r) = check(&mut report, "cookie login", &reply, 200) {
                 match r.cookie {
                     Some(cookie) => report.logins.push(Login::Cookie { cookie }),
-                    None => report.violations.push("cookie login without Set-Cookie".into()),
+                    None => report
+                        .violations
+                        .push("cookie login without Set-Cookie".into()),
                 }
             }
         }
@@ -1173,7 +1298,10 @@ async fn revoker(load: Load, user: String) -> ActorReport {
         i += 1;
         if i % 2 == 0 {
             let (_, reply) = load
-                .call(Op::TokenLogin, load.http.token_login_request(&load.base, &user))
+                .call(
+                    Op::TokenLogin,
+                    load.http.token_login_request(&load.base, &user),
+                )
                 .await;
             if let Some(r) = check(&mut report, "password grant", &reply, 200) {
                 let (access, refresh) = (r.text("access_token"), r.text("refresh_token"));
@@ -1186,13 +1314,19 @@ async fn revoker(load: Load, user: String) -> ActorReport {
             }
         } else {
             let (_, reply) = load
-                .call(Op::CookieLogin, load.http.cookie_login_request(&load.base, &user))
+                .call(
+                    Op::CookieLogin,
+                    load.http.cookie_login_request(&load.base, &user),
+                )
                 .await;
             if let Some(r) = check(&mut report, "cookie login", &reply, 200) {
                 let cookie = r.cookie.clone().unwrap_or_default();
                 let csrf = r.text("csrf_token");
                 let (_, reply) = load
-                    .call(Op::Logout, load.http.logout_request(&load.base, &cookie, &csrf))
+                    .call(
+                        Op::Logout,
+                        load.http.logout_request(&load.base, &cookie, &csrf),
+                    )
                     .await;
                 if check(&mut report, "DELETE /v1/session", &reply, 204).is_some() {
                     report.revoked.push(Login::Cookie { cookie });
@@ -1208,7 +1342,9 @@ async fn revoker(load: Load, user: String) -> ActorReport {
 async fn readiness(load: Load) -> ActorReport {
     let mut report = ActorReport::default();
     while load.running() {
-        let (_, reply) = load.call(Op::Ready, load.http.0.get(format!("{}/readyz", load.base))).await;
+        let (_, reply) = load
+            .call(Op::Ready, load.http.0.get(format!("{}/readyz", load.base)))
+            .await;
         check(&mut report, "/readyz", &reply, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1376,7 +1512,10 @@ async fn outage_under_load(label: &str, server: &mut Server, store: &mut dyn Kil
             Login::Token { access, refresh } => {
                 let me = http.must(http.me_request(&base, access)).await;
                 if me.status != 200 {
-                    report.violations.push(format!("an acknowledged token login is gone: /v1/me {} {}", me.status, me.body));
+                    report.violations.push(format!(
+                        "an acknowledged token login is gone: /v1/me {} {}",
+                        me.status, me.body
+                    ));
                 }
                 let rotated = http.must(http.refresh_request(&base, refresh)).await;
                 if rotated.status != 200 {
@@ -1389,7 +1528,10 @@ async fn outage_under_load(label: &str, server: &mut Server, store: &mut dyn Kil
             Login::Cookie { cookie } => {
                 let s = http.must(http.session_request(&base, cookie)).await;
                 if s.status != 200 {
-                    report.violations.push(format!("an acknowledged cookie login is gone: {} {}", s.status, s.body));
+                    report.violations.push(format!(
+                        "an acknowledged cookie login is gone: {} {}",
+                        s.status, s.body
+                    ));
                 }
             }
         }
@@ -1409,7 +1551,10 @@ async fn outage_under_load(label: &str, server: &mut Server, store: &mut dyn Kil
             Login::Cookie { cookie } => {
                 let s = http.must(http.session_request(&base, cookie)).await;
                 if s.status != 401 {
-                    report.violations.push(format!("an acknowledged logout was lost: GET /v1/session {}", s.status));
+                    report.violations.push(format!(
+                        "an acknowledged logout was lost: GET /v1/session {}",
+                        s.status
+                    ));
                 }
             }
         }
@@ -1450,13 +1595,21 @@ async fn postgres_killed_mid_load() {
         );
     };
     if is_root() && !on_path("runuser") {
-        return skip("postgres_killed_mid_load", "running as root without runuser");
+        return skip(
+            "postgres_killed_mid_load",
+            "running as root without runuser",
+        );
     }
     let mut pg = tokio::task::block_in_place(|| ThrowawayPostgres::create(bin));
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let issuer = format!("http://127.0.0.1:{port}");
-    let mut server = Server::start(dir.path(), "pg", port, &config(port, &issuer, &pg.url(), None));
+    let mut server = Server::start(
+        dir.path(),
+        "pg",
+        port,
+        &config(port, &issuer, &pg.url(), None),
+    );
     server.wait_ready(&Http::new()).await;
     outage_under_load("postgres", &mut server, &mut pg).await;
 }
@@ -1464,7 +1617,10 @@ async fn postgres_killed_mid_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_mid_load() {
     if !on_path("redis-server") {
-        return skip("redis_killed_mid_load", "no redis-server (apt-get install redis-server)");
+        return skip(
+            "redis_killed_mid_load",
+            "no redis-server (apt-get install redis-server)",
+        );
     }
     let mut redis = tokio::task::block_in_place(|| ThrowawayRedis::start_new(true));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -1504,10 +1660,17 @@ async fn redis_without_persistence_forgets_sessions_but_fails_closed() {
     let (access, refresh) = http.token_login(&base, &user).await;
     let (cookie, _, _) = http.cookie_login(&base, &user).await;
     let (revoked_access, revoked_refresh) = http.token_login(&base, &user).await;
-    http.must(http.revoke_request(&base, &revoked_refresh)).await.expect(200, "revoke");
+    http.must(http.revoke_request(&base, &revoked_refresh))
+        .await
+        .expect(200, "revoke");
     let feed = http.get(&base, "/v1/revocations").await.expect("feed");
     let cursor_before = feed.body["cursor"].as_i64().expect("cursor");
-    assert_eq!(feed.body["revoked"].as_array().map(Vec::len), Some(1), "{}", feed.body);
+    assert_eq!(
+        feed.body["revoked"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        feed.body
+    );
 
     tokio::task::block_in_place(|| {
         redis.kill();
@@ -1516,11 +1679,17 @@ async fn redis_without_persistence_forgets_sessions_but_fails_closed() {
     // Back without a restart of latchkey.
     let deadline = Instant::now() + Duration::from_secs(30);
     while http.get(&base, "/readyz").await.map(|r| r.status) != Ok(200) {
-        assert!(Instant::now() < deadline, "never ready again:\n{}", server.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "never ready again:\n{}",
+            server.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Everything in Redis is gone: refused, never accepted, never a 500.
-    http.must(http.me_request(&base, &access)).await.expect(401, "/v1/me after the loss");
+    http.must(http.me_request(&base, &access))
+        .await
+        .expect(401, "/v1/me after the loss");
     http.must(http.refresh_request(&base, &refresh))
         .await
         .expect(400, "refresh after the loss");
@@ -1529,13 +1698,20 @@ async fn redis_without_persistence_forgets_sessions_but_fails_closed() {
         .expect(401, "cookie after the loss");
     // The feed lost its event, but this instance's copy still refuses the revoked token.
     let feed = http.get(&base, "/v1/revocations").await.expect("feed");
-    assert_eq!(feed.body["revoked"].as_array().map(Vec::len), Some(0), "{}", feed.body);
+    assert_eq!(
+        feed.body["revoked"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        feed.body
+    );
     http.must(http.authorize_request(&base, &revoked_access))
         .await
         .expect(401, "forward auth of a token revoked before the loss");
     // New revocations get cursors above every one handed out before.
     let (_, refresh) = http.token_login(&base, &user).await;
-    http.must(http.revoke_request(&base, &refresh)).await.expect(200, "revoke");
+    http.must(http.revoke_request(&base, &refresh))
+        .await
+        .expect(200, "revoke");
     let feed = http
         .get(&base, &format!("/v1/revocations?after={cursor_before}"))
         .await

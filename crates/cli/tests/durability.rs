@@ -1,0 +1,251 @@
+//! Durability and log hygiene of the real binary: `latchkey serve` on SQLite is killed with
+//! SIGKILL in the middle of a load of logins, refreshes and revocations, then restarted on the
+//! same file. Every acknowledged refresh token must still work (the grace window covers a
+//! rotation whose response was lost in the kill), every acknowledged revocation must still
+//! hold, and nothing the run issued may appear in the server's logs (at TRACE level).
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "durability password 123";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn spawn(dir: &Path, log_name: &str) -> Child {
+    let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["serve", "--config"])
+        .arg(dir.join("latchkey.toml"))
+        .current_dir(dir)
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start latchkey serve")
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("latchkey did not become ready");
+}
+
+async fn form(
+    http: &reqwest::Client,
+    url: String,
+    params: &[(&str, &str)],
+) -> Result<(u16, Value), reqwest::Error> {
+    let r = http.post(url).form(params).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+/// What the load saw acknowledged, per worker.
+#[derive(Default, Clone)]
+struct Acked {
+    /// The newest refresh token a 200 response handed out, per live session.
+    refresh: Vec<String>,
+    /// Refresh tokens whose session a 200 from /oauth/revoke ended.
+    revoked: Vec<String>,
+    /// Every token the run saw, for the log scan.
+    seen: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        dir.path().join("latchkey.toml"),
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+database = "sqlite://{db}"
+[refresh]
+reuse_interval = "60s"
+[password]
+argon2_memory_kib = 64
+argon2_iterations = 1
+[rate_limit]
+login_per_account = "off"
+login_per_ip = "off"
+token_per_ip = "off"
+[[clients]]
+id = "spa"
+kind = "public"
+audience = "api"
+scopes = ["read"]
+"#,
+            db = dir.path().join("latchkey.db").display()
+        ),
+    )
+    .expect("config");
+    let mut server = spawn(dir.path(), "first.log");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    wait_ready(&http, &base).await;
+    let r = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "durable", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up");
+    assert_eq!(r.status(), 201);
+
+    // Load: 6 workers log in, rotate, and every few rounds revoke their session and log in anew.
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let (http, base, acked) = (http.clone(), base.clone(), acked.clone());
+        workers.push(tokio::spawn(async move {
+            let login = [
+                ("grant_type", "password"),
+                ("username", "durable"),
+                ("password", PASSWORD),
+                ("client_id", "spa"),
+            ];
+            let mut current: Option<String> = None;
+            for round in 0u32.. {
+                let result = match &current {
+                    None => form(&http, format!("{base}/oauth/token"), &login).await,
+                    Some(rt) if round % 7 == (w % 7) => {
+                        let rt = rt.clone();
+                        match form(
+                            &http,
+                            format!("{base}/oauth/revoke"),
+                            &[("token", &rt), ("client_id", "spa")],
+                        )
+                        .await
+                        {
+                            Ok((200, _)) => {
+                                let mut a = acked.lock().expect("lock");
+                                a.refresh.retain(|t| *t != rt);
+                                a.revoked.push(rt);
+                                current = None;
+                                continue;
+                            }
+                            other => other,
+                        }
+                    }
+                    Some(rt) => {
+                        form(
+                            &http,
+                            format!("{base}/oauth/token"),
+                            &[
+                                ("grant_type", "refresh_token"),
+                                ("refresh_token", rt),
+                                ("client_id", "spa"),
+                            ],
+                        )
+                        .await
+                    }
+                };
+                match result {
+                    Ok((200, body)) => {
+                        let new = body["refresh_token"].as_str().expect("refresh").to_string();
+                        let access = body["access_token"].as_str().expect("access").to_string();
+                        let mut a = acked.lock().expect("lock");
+                        if let Some(old) = &current {
+                            a.refresh.retain(|t| t != old);
+                        }
+                        a.refresh.push(new.clone());
+                        a.seen.extend([new.clone(), access]);
+                        current = Some(new);
+                    }
+                    Ok((status, body)) => {
+                        panic!("worker {w}: unexpected {status} {body} before the kill")
+                    }
+                    // The server is gone: stop here; what was acknowledged is recorded.
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+    server.wait().expect("reap");
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.refresh.len() >= 3 && !acked.revoked.is_empty(),
+        "too little load before the kill"
+    );
+
+    let mut server = spawn(dir.path(), "second.log");
+    wait_ready(&http, &base).await;
+    for rt in &acked.refresh {
+        let (status, body) = form(
+            &http,
+            format!("{base}/oauth/token"),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", "spa"),
+            ],
+        )
+        .await
+        .expect("request");
+        assert_eq!(
+            status, 200,
+            "an acknowledged refresh token was lost in the crash: {body}"
+        );
+    }
+    for rt in &acked.revoked {
+        let (status, body) = form(
+            &http,
+            format!("{base}/oauth/token"),
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", "spa"),
+            ],
+        )
+        .await
+        .expect("request");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "an acknowledged revocation was lost"
+        );
+    }
+    server.kill().expect("stop");
+    server.wait().expect("reap");
+
+    let mut logs = String::new();
+    for name in ["first.log", "second.log"] {
+        logs.push_str(&std::fs::read_to_string(dir.path().join(name)).expect("log"));
+    }
+    assert!(logs.contains("latchkey is serving"), "no logs captured");
+    for secret in acked
+        .seen
+        .iter()
+        .chain(&acked.revoked)
+        .map(String::as_str)
+        .chain([PASSWORD])
+    {
+        assert!(
+            !logs.contains(secret),
+            "a secret reached the logs: {}…",
+            &secret[..8]
+        );
+    }
+}
