@@ -46,7 +46,9 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
         .get(&id)
         .ok_or_else(|| ApiError::InvalidClient("unknown client".into()))?;
     match (client.kind, &client.secret, secret) {
+        // Some OAuth libraries send `Basic base64("id:")` for public clients: an empty secret.
         (ClientKind::Public, _, None) => Ok(client.clone()),
+        (ClientKind::Public, _, Some(s)) if s.is_empty() => Ok(client.clone()),
         (ClientKind::Public, _, Some(_)) => Err(ApiError::InvalidClient(
             "a public client has no secret".into(),
         )),

@@ -314,3 +314,29 @@ async fn bad_token_requests_are_clean_4xx() {
             .assert_error(400, "invalid_grant");
     }
 }
+
+#[tokio::test]
+async fn a_public_client_may_use_basic_with_an_empty_secret() {
+    let app = TestApp::new().await;
+    app.sign_up("ivy").await;
+    let base = [
+        ("grant_type", "password"),
+        ("username", "ivy"),
+        ("password", PASSWORD),
+    ];
+    let r = app
+        .post_form_with(
+            "/oauth/token",
+            &base,
+            &[("authorization", &basic("spa", ""))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    app.post_form_with(
+        "/oauth/token",
+        &base,
+        &[("authorization", &basic("spa", "guess"))],
+    )
+    .await
+    .assert_error(401, "invalid_client");
+}
