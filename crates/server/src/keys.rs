@@ -25,16 +25,48 @@ pub async fn load_or_create(
 ) -> Result<KeyRing, StartError> {
     let mut stored = store.signing_keys().await?;
     if !stored.iter().any(|k| k.algorithm == algorithm.as_str()) {
-        let key = SigningKey::generate(algorithm, now)?;
+        // Instances started together on a fresh store all get here. Each proposes its key
+        // under the same `kid` (derived from what they all read), so the store's unique `kid`
+        // lets one insert win and the others adopt that key. With random kids each instance
+        // would store and sign with a key of its own that the others would neither publish
+        // nor accept until their next reload (crates/cli/tests/cluster.rs found this).
+        let generated = SigningKey::generate(algorithm, now)?;
+        let key = SigningKey::from_stored(
+            first_kid(algorithm, &stored, now),
+            algorithm,
+            generated.private_pkcs8_der(),
+            now,
+        )?;
         match store.insert_signing_key(&to_stored(&key, now)).await {
-            // Another instance generated one at the same moment: use the stored set.
-            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Ok(()) => {
+                tracing::info!(kid = key.kid(), algorithm = %algorithm, "generated signing key");
+            }
+            // Another instance generated it at the same moment: use the stored set.
+            Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        tracing::info!(kid = key.kid(), algorithm = %algorithm, "generated signing key");
         stored = store.signing_keys().await?;
     }
     ring_from(&stored, algorithm, now)
+}
+
+/// The `kid` every instance proposes for the first key of `algorithm`: the same for all that
+/// read the same key set in the same minute (the minute keeps a store that is wiped and set
+/// up again from reusing a `kid` that verifiers may have cached with the old key).
+fn first_kid(algorithm: Algorithm, stored: &[StoredKey], now: OffsetDateTime) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let mut kids: Vec<&str> = stored.iter().map(|k| k.kid.as_str()).collect();
+    kids.sort_unstable();
+    let mut hash = Sha256::new();
+    hash.update(b"latchkey first signing key\0");
+    hash.update(algorithm.as_str().as_bytes());
+    hash.update(now.unix_timestamp().div_euclid(60).to_be_bytes());
+    for kid in kids {
+        hash.update(b"\0");
+        hash.update(kid.as_bytes());
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.finalize()[..16])
 }
 
 /// The ring of every stored key, signing with the newest active key of `algorithm`.

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+mod sql;
 pub mod sqlite;
 
 #[cfg(feature = "conformance")]

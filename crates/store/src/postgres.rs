@@ -3,14 +3,18 @@
 //! for a concurrent writer re-checks its WHERE clause against the row that writer committed, so
 //! a conditional UPDATE (`… AND consumed_at IS NULL`) matches for exactly one of any number of
 //! concurrent callers.
+use crate::sql::{
+    SessionRow, UserRow, conflict_or_unavailable, decode_session, from_nanos, opt_from_nanos,
+    parse_uuid, to_nanos, unavailable,
+};
 use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
 use async_trait::async_trait;
 use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
-    SessionId, SessionKind, User, UserId,
+    SessionId, User, UserId,
 };
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Connection, FromRow, Row};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, Row};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -112,115 +116,6 @@ fn check_schema_name(schema: &str) -> StoreResult<()> {
     }
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn to_nanos(t: OffsetDateTime) -> i64 {
-    // i64 nanoseconds cover 1677..2262; timestamps outside are clamped, never wrapped.
-    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
-fn from_nanos(n: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(n))
-        .map_err(|e| StoreError::Corrupt(format!("timestamp {n}: {e}")))
-}
-
-fn opt_from_nanos(n: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
-    n.map(from_nanos).transpose()
-}
-
-fn parse_uuid(text: &str) -> StoreResult<uuid::Uuid> {
-    uuid::Uuid::try_parse(text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
-}
-
-fn hash_from(bytes: Option<Vec<u8>>) -> StoreResult<Option<SecretHash>> {
-    bytes
-        .map(|b| {
-            SecretHash::from_slice(&b).ok_or_else(|| StoreError::Corrupt("hash length".into()))
-        })
-        .transpose()
-}
-
-struct UserRow(User);
-
-impl FromRow<'_, PgRow> for UserRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        let decode = || -> StoreResult<User> {
-            Ok(User {
-                id: UserId(parse_uuid(row.try_get("id").map_err(unavailable)?)?),
-                username: row.try_get("username").map_err(unavailable)?,
-                password_hash: row.try_get("password_hash").map_err(unavailable)?,
-                created_at: from_nanos(row.try_get("created_at").map_err(unavailable)?)?,
-                banned_at: opt_from_nanos(row.try_get("banned_at").map_err(unavailable)?)?,
-            })
-        };
-        decode()
-            .map(UserRow)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-    }
-}
-
-struct SessionRow(Session);
-
-impl FromRow<'_, PgRow> for SessionRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        decode_session(row, "")
-            .map(SessionRow)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-    }
-}
-
-/// Decodes session columns, optionally prefixed (`s_id`, …) when joined with other tables.
-fn decode_session(row: &PgRow, prefix: &str) -> StoreResult<Session> {
-    let col = |name: &str| format!("{prefix}{name}");
-    let get_i64 = |name: &str| {
-        row.try_get::<i64, _>(col(name).as_str())
-            .map_err(unavailable)
-    };
-    let get_opt_i64 = |name: &str| {
-        row.try_get::<Option<i64>, _>(col(name).as_str())
-            .map_err(unavailable)
-    };
-    let get_opt_str = |name: &str| {
-        row.try_get::<Option<String>, _>(col(name).as_str())
-            .map_err(unavailable)
-    };
-    let get_opt_bytes = |name: &str| {
-        row.try_get::<Option<Vec<u8>>, _>(col(name).as_str())
-            .map_err(unavailable)
-    };
-    let id: String = row.try_get(col("id").as_str()).map_err(unavailable)?;
-    let user_id: String = row.try_get(col("user_id").as_str()).map_err(unavailable)?;
-    let kind: String = row.try_get(col("kind").as_str()).map_err(unavailable)?;
-    Ok(Session {
-        id: SessionId(parse_uuid(&id)?),
-        user_id: UserId(parse_uuid(&user_id)?),
-        kind: SessionKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
-        client_id: get_opt_str("client_id")?,
-        scope: get_opt_str("scope")?,
-        secret_hash: hash_from(get_opt_bytes("secret_hash")?)?,
-        csrf_hash: hash_from(get_opt_bytes("csrf_hash")?)?,
-        created_at: from_nanos(get_i64("created_at")?)?,
-        last_seen_at: from_nanos(get_i64("last_seen_at")?)?,
-        expires_at: from_nanos(get_i64("expires_at")?)?,
-        revoked_at: opt_from_nanos(get_opt_i64("revoked_at")?)?,
-        revoke_reason: get_opt_str("revoke_reason")?
-            .map(|r| {
-                RevokeReason::parse(&r)
-                    .ok_or_else(|| StoreError::Corrupt(format!("revoke reason {r:?}")))
-            })
-            .transpose()?,
-        user_agent: get_opt_str("user_agent")?,
-        ip: get_opt_str("ip")?,
-    })
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -242,7 +137,7 @@ impl Store for PostgresStore {
         .bind(user.banned_at.map(to_nanos))
         .execute(&self.pool)
         .await
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("username is taken") } else { unavailable(e) })?;
+        .map_err(conflict_or_unavailable("username is taken"))?;
         Ok(())
     }
 
@@ -311,7 +206,7 @@ impl Store for PostgresStore {
         .bind(session.ip.as_deref())
         .execute(&mut *tx)
         .await
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("session exists") } else { unavailable(e) })?;
+        .map_err(conflict_or_unavailable("session exists"))?;
         if let Some(t) = first_refresh_token {
             insert_refresh_token(&mut tx, t).await?;
         }
@@ -541,7 +436,7 @@ impl Store for PostgresStore {
         .bind(to_nanos(key.activates_at))
         .execute(&self.pool)
         .await
-        .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("key id exists") } else { unavailable(e) })?;
+        .map_err(conflict_or_unavailable("key id exists"))?;
         Ok(())
     }
 
@@ -671,13 +566,7 @@ async fn insert_refresh_token(
     .bind(to_nanos(t.issued_at))
     .execute(&mut **tx)
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::Conflict("refresh token exists")
-        } else {
-            unavailable(e)
-        }
-    })?;
+    .map_err(conflict_or_unavailable("refresh token exists"))?;
     Ok(())
 }
 
