@@ -101,7 +101,7 @@ impl RouteTable {
                 profile,
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Self { routes, profiles })
     }
 
