@@ -69,7 +69,9 @@ struct Load {
 
 #[derive(Args, Clone)]
 struct Target {
-    /// Base URL of the Latchkey server, e.g. http://127.0.0.1:18080
+    /// Base URL of the Latchkey server, e.g. http://127.0.0.1:18080. Several instances,
+    /// comma-separated: the virtual clients are spread over them round-robin, each one staying
+    /// on its instance (as behind a load balancer with keep-alive connections).
     #[arg(long)]
     url: String,
     /// A public client declared in the server's config.
@@ -562,12 +564,22 @@ fn run_tag() -> String {
 /// Signs up and logs in `concurrency` users (unmeasured), then runs `mode` against the server.
 async fn against_server(t: &Target, mode: Mode) -> Result<Outcome> {
     let tag = run_tag();
+    let urls: Vec<&str> = t
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    if urls.is_empty() {
+        bail!("--url names no server");
+    }
     let setups = (0..t.load.concurrency).map(|n| {
         let account = Account {
             username: format!("{}-{tag}-{n}", t.user_prefix),
             password: format!("{}-{tag}-{n}", t.password_prefix),
         };
-        let t = t.clone();
+        let mut t = t.clone();
+        t.url = urls[n % urls.len()].to_string();
         tokio::spawn(async move { Worker::signed_in(&t, mode, account).await })
     });
     let mut workers = Vec::new();

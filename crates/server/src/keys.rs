@@ -243,6 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn instances_reading_the_same_keys_propose_the_same_first_kid() {
+        let keys = vec![key("old", "ES256", 0)];
+        let kid = first_kid(Algorithm::EdDSA, &keys, at(0));
+        assert_eq!(kid, first_kid(Algorithm::EdDSA, &keys, at(0)));
+        assert_eq!(kid.len(), 22);
+        assert_ne!(kid, first_kid(Algorithm::ES256, &keys, at(0)));
+        assert_ne!(kid, first_kid(Algorithm::EdDSA, &[], at(0)));
+        assert_ne!(kid, first_kid(Algorithm::EdDSA, &keys, at(1)));
+    }
+
+    #[test]
     fn a_superseded_key_retires_after_the_longest_token_lifetime() {
         let keys = vec![key("old", "EdDSA", 0), key("new", "EdDSA", 5)];
         let ttl = Duration::minutes(15);

@@ -180,6 +180,11 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     for warning in &state.warnings {
         tracing::warn!("{warning}");
     }
+    // Read the revocation log once before the first request: until then forward auth fails
+    // closed (503), although /readyz already says ready. The follower retries if this fails.
+    if let Err(e) = state.follower.poll_once(&state).await {
+        tracing::warn!(error = %e, "cannot read the revocation log yet; will retry");
+    }
     spawn_background_tasks(&state);
     let grace = state.config.shutdown_grace.0;
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -24,7 +24,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Connections per process. Several processes share one server (default `max_connections` 100).
 const MAX_CONNECTIONS: u32 = 16;
 /// Waiting for a pooled connection, including connecting: past this the store is unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// sqlx keeps retrying a refused connection until then, so this is also how long a request
+/// waits before its 503 while the server is down (the Redis backend's limit is the same).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Server-side limits on every pooled connection: a statement (lock waits included) that runs
 /// longer fails, so a stuck database fails requests closed instead of hanging them; a
 /// transaction left idle (a stalled client) is ended so its row locks are released.

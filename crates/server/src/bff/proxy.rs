@@ -217,8 +217,10 @@ fn cookie_pair_name(pair: &str) -> &str {
 }
 
 /// What goes back to the browser: no hop-by-hop headers, no `Set-Cookie` for Latchkey's
-/// session cookie (an upstream cannot replace or clear it), no header value that contains the
-/// token, and `Cache-Control: private` unless the upstream chose a policy.
+/// session cookie (an upstream cannot replace or clear it), no CORS headers (BFF routes are
+/// same-origin only: an upstream's CORS policy must not open cookie-authenticated answers to
+/// other origins), no header value that contains the token, and `Cache-Control: no-store` unless the upstream chose a policy (answers behind a
+/// session are per user; Latchkey's own default).
 pub fn clean_response_headers(headers: &mut HeaderMap, cookie_name: &str, token: &str) {
     remove_hop_by_hop(headers);
     let token = token.as_bytes();
@@ -231,6 +233,9 @@ pub fn clean_response_headers(headers: &mut HeaderMap, cookie_name: &str, token:
         let Some(name) = current.as_ref() else {
             continue;
         };
+        if name.as_str().starts_with("access-control-") {
+            continue;
+        }
         if *name == SET_COOKIE
             && value.to_str().map_or(true, |v| {
                 cookie_pair_name(v.split(';').next().unwrap_or("")) == cookie_name
@@ -245,7 +250,7 @@ pub fn clean_response_headers(headers: &mut HeaderMap, cookie_name: &str, token:
         headers.append(name.clone(), value);
     }
     if !headers.contains_key(CACHE_CONTROL) {
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 
@@ -365,14 +370,18 @@ mod tests {
             ("connection", "x-hop"),
             ("x-hop", "1"),
             ("transfer-encoding", "chunked"),
+            ("access-control-allow-origin", "https://evil.example"),
+            ("access-control-allow-credentials", "true"),
         ]);
         clean_response_headers(&mut h, "__Host-latchkey", "the.token.value");
         let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["theirs=1; Path=/"]);
         assert!(h.get("x-echo").is_none());
         assert!(h.get("x-hop").is_none() && h.get("transfer-encoding").is_none());
+        assert!(h.get("access-control-allow-origin").is_none());
+        assert!(h.get("access-control-allow-credentials").is_none());
         assert_eq!(h.get("x-other").expect("kept"), "fine");
-        assert_eq!(h.get("cache-control").expect("default"), "private");
+        assert_eq!(h.get("cache-control").expect("default"), "no-store");
 
         let mut h = map(&[("cache-control", "public, max-age=60")]);
         clean_response_headers(&mut h, "__Host-latchkey", "t");

@@ -189,7 +189,7 @@ async fn download_gate(State(up): State<Upstream>) -> AxumResponse {
 }
 
 /// Misbehaves: tries to set Latchkey's cookie, echoes the token in a header, sends
-/// hop-by-hop headers.
+/// hop-by-hop headers and a CORS policy that would open the answer to another origin.
 async fn leaky(headers: HeaderMap) -> AxumResponse {
     let auth = headers
         .get("authorization")
@@ -207,6 +207,14 @@ async fn leaky(headers: HeaderMap) -> AxumResponse {
     h.insert("x-hop", "1".parse().expect("v"));
     h.insert("keep-alive", "timeout=5".parse().expect("v"));
     h.insert("x-kept", "yes".parse().expect("v"));
+    h.insert(
+        "access-control-allow-origin",
+        "https://evil.example".parse().expect("v"),
+    );
+    h.insert(
+        "access-control-allow-credentials",
+        "true".parse().expect("v"),
+    );
     response
 }
 
@@ -437,7 +445,7 @@ async fn forwards_with_a_bearer_token_for_the_route_audience_and_clean_headers()
     assert_eq!(body["path"], "/base/users/42");
     assert_eq!(body["token_claims"]["aud"], "api");
     assert!(!r.text().contains(&seen.token()));
-    assert_eq!(r.header("cache-control"), Some("private"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
 
     // The other route: its own audience and base path.
     let r = f.app.as_browser(&b, "GET", "/other/things", None).await;
@@ -564,6 +572,8 @@ async fn responses_never_carry_the_token_our_cookie_or_hop_by_hop_headers() {
     );
     assert_eq!(r.header("x-hop"), None);
     assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("access-control-allow-credentials"), None);
     assert_eq!(r.header("x-kept"), Some("yes"));
     // The session survived the upstream's attempt to overwrite the cookie.
     assert_eq!(
