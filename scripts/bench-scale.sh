@@ -188,7 +188,7 @@ measure() {
     --argjson wall "$wall" --argjson tck "$clk_tck" \
     --argjson srv "$srv" --argjson pg "$pg" --argjson redis "$redis" --argjson gen "$last" \
     --argjson loaded "$(awk -v d="$duration" -v w="$warmup" 'BEGIN { print d + w }')" \
-    '.results[0] + {store: $store, instances: $instances,
+    '.results[0] | . + {store: $store, instances: $instances,
       cores_latchkey: ($srv / $tck / $wall), cores_postgres: ($pg / $tck / $wall),
       cores_redis: ($redis / $tck / $wall), cores_loadgen: ($gen / $tck / $wall),
       latchkey_cpu_us_per_request: ($srv / $tck * 1e6 / (.requests_per_sec * $loaded))}' \

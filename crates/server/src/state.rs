@@ -115,11 +115,13 @@ impl AppState {
         id: SessionId,
         reason: RevokeReason,
     ) -> Result<bool, StoreError> {
-        let revoked = self
-            .store
-            .revoke_session(id, &self.revocation(reason))
-            .await?;
+        let revocation = self.revocation(reason);
+        let revoked = self.store.revoke_session(id, &revocation).await?;
         crate::metrics::revoked(reason.as_str(), usize::from(revoked));
+        if revoked {
+            // Known here at once, even if reading the log back below fails.
+            self.follower.note_local(id, revocation.at + revocation.access_ttl);
+        }
         self.catch_up_feed().await;
         Ok(revoked)
     }
@@ -131,11 +133,12 @@ impl AppState {
         keep: Option<SessionId>,
         reason: RevokeReason,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let revoked = self
-            .store
-            .revoke_user_sessions(user, keep, &self.revocation(reason))
-            .await?;
+        let revocation = self.revocation(reason);
+        let revoked = self.store.revoke_user_sessions(user, keep, &revocation).await?;
         crate::metrics::revoked(reason.as_str(), revoked.len());
+        for id in &revoked {
+            self.follower.note_local(*id, revocation.at + revocation.access_ttl);
+        }
         self.catch_up_feed().await;
         Ok(revoked)
     }
