@@ -120,7 +120,8 @@ impl AppState {
         crate::metrics::revoked(reason.as_str(), usize::from(revoked));
         if revoked {
             // Known here at once, even if reading the log back below fails.
-            self.follower.note_local(id, revocation.at + revocation.access_ttl);
+            self.follower
+                .note_local(id, revocation.at + revocation.access_ttl);
         }
         self.catch_up_feed().await;
         Ok(revoked)
@@ -134,10 +135,14 @@ impl AppState {
         reason: RevokeReason,
     ) -> Result<Vec<SessionId>, StoreError> {
         let revocation = self.revocation(reason);
-        let revoked = self.store.revoke_user_sessions(user, keep, &revocation).await?;
+        let revoked = self
+            .store
+            .revoke_user_sessions(user, keep, &revocation)
+            .await?;
         crate::metrics::revoked(reason.as_str(), revoked.len());
         for id in &revoked {
-            self.follower.note_local(*id, revocation.at + revocation.access_ttl);
+            self.follower
+                .note_local(*id, revocation.at + revocation.access_ttl);
         }
         self.catch_up_feed().await;
         Ok(revoked)
