@@ -1180,7 +1180,7 @@ fn check(
 async fn rotator(load: Load, user: String) -> ActorReport {
     let mut report = ActorReport::default();
     let (mut access, mut refresh) = load.http.token_login(&load.base, &user).await;
-    // The start of the last refresh that got a 503 with this token, if any.
+    // The start of the first refresh that got a 503 with this token, if any.
     let mut failed_at: Option<Instant> = None;
     let mut i = 0u64;
     while load.running() {
@@ -1195,9 +1195,16 @@ async fn rotator(load: Load, user: String) -> ActorReport {
                 failed_at = None;
             }
             Ok(r) if r.status == 503 => {
-                failed_at = Some(started);
+                // The first one counts: a request in flight at the kill may have rotated.
+                failed_at = failed_at.or(Some(started));
             }
-            Ok(r) if r.status == 400 && failed_at.is_some_and(|t| load.in_flight_at_kill(t)) => {
+            Ok(r)
+                if r.status == 400
+                    && failed_at.is_some_and(|t| load.in_flight_at_kill(t))
+                    && r.body["error_description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("reuse")) =>
+            {
                 // The 503 was for a request in flight when the store died: its rotation may
                 // have committed with the answer lost. Not the outage revoking anything.
                 eprintln!(

@@ -138,6 +138,10 @@ fn spawn_housekeeping(state: &AppState) {
             state.throttles.shrink();
             metrics::handle().run_upkeep();
             purge_expired(&state).await;
+            // Sampled once a minute, never counted on the request path.
+            if let Ok(live) = state.store.count_live_sessions(state.clock.now()).await {
+                metrics::sessions_live(live);
+            }
         }
     });
 }

@@ -221,6 +221,9 @@ impl Store for TimedStore {
     async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
         timed("list_users", self.0.list_users(after, limit)).await
     }
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        timed("count_live_sessions", self.0.count_live_sessions(now)).await
+    }
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         timed("purge_expired", self.0.purge_expired(now, limit)).await
     }

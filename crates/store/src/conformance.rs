@@ -43,7 +43,8 @@ macro_rules! store_conformance_tests {
             refresh_token_lookup, rotation_consumes_exactly_once, rotation_keeps_the_sealed_successor,
             rotation_refused_on_dead_family, rotation_race_has_one_winner, signing_keys_roundtrip,
             revocations_feed_the_log, feed_follower_misses_nothing_under_concurrent_revocations,
-            users_are_listed_in_pages, purge_removes_only_what_can_no_longer_matter
+            users_are_listed_in_pages,
+            live_sessions_are_counted, purge_removes_only_what_can_no_longer_matter
         );
     };
 }
@@ -855,6 +856,23 @@ pub async fn feed_follower_misses_nothing_under_concurrent_revocations(store: Ar
     seen.sort();
     sessions.sort();
     assert_eq!(seen, sessions, "the follower missed or duplicated events");
+}
+
+pub async fn live_sessions_are_counted(store: Arc<dyn Store>) {
+    let (u, _, _) = family(store.as_ref()).await;
+    let over = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
+    store.create_session(&over, None).await.expect("create");
+    assert_eq!(store.count_live_sessions(t0()).await.expect("count"), 1);
+    let (c, _) = cookie_session(u.id, t0());
+    store.create_session(&c, None).await.expect("create");
+    assert_eq!(store.count_live_sessions(t0()).await.expect("count"), 2);
+    assert_eq!(
+        store
+            .count_live_sessions(t0() + Duration::days(8))
+            .await
+            .expect("count"),
+        0
+    );
 }
 
 pub async fn users_are_listed_in_pages(store: Arc<dyn Store>) {

@@ -168,6 +168,11 @@ pub trait Store: Send + Sync + 'static {
     /// absolute end (with their refresh tokens) and feed events past their `exp`. Returns how
     /// many it deleted, so callers can loop in small batches.
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64>;
+
+    /// Sessions before their absolute end at `now`, for the `latchkey_sessions_live` gauge
+    /// (sampled, not on the request path). SQL backends leave revoked sessions out; Redis
+    /// counts them until their end (an approximation, documented).
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64>;
 }
 
 /// Opens the store named by a `database` URL (`sqlite:…`, `memory:`), running migrations.

@@ -302,6 +302,15 @@ impl Store for MemoryStore {
         Ok(users)
     }
 
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        Ok(self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.is_live(now))
+            .count() as u64)
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let mut inner = self.lock();
         let mut budget = limit as usize;

@@ -1023,6 +1023,19 @@ impl Store for RedisStore {
         self.sql.list_users(after, limit).await
     }
 
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        // The expiry index: sessions before their end (revoked ones included until then).
+        let now_ms = now.unix_timestamp_nanos() / 1_000_000;
+        let mut conn = self.conn.clone();
+        ::redis::cmd("ZCOUNT")
+            .arg(self.by_exp_key())
+            .arg(format!("({now_ms}"))
+            .arg("+inf")
+            .query_async::<u64>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let mut inv = self.scripts.purge.prepare_invoke();
         inv.key(self.by_exp_key())

@@ -404,6 +404,17 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(|r| r.0).collect())
     }
 
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?",
+        )
+        .bind(to_nanos(now))
+        .fetch_one(&self.readers)
+        .await
+        .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await.map_err(unavailable)?;
         // Refresh tokens go with their session (ON DELETE CASCADE).

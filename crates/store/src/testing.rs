@@ -166,6 +166,10 @@ impl Store for FlakyStore {
         self.read()?;
         self.inner.list_users(after, limit).await
     }
+    async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        self.read()?;
+        self.inner.count_live_sessions(now).await
+    }
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         self.write()?;
         self.inner.purge_expired(now, limit).await
