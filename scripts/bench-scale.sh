@@ -148,9 +148,10 @@ EOF
     (cd "$tmp" && exec "$root/target/release/latchkey" serve --config "$config") \
       >"$tmp/$label-$i.log" 2>&1 &
     server_pids+=("$!")
-    urls="${urls:+$urls,}http://127.0.0.1:$port"
-  done
-  for url in ${urls//,/ }; do
+    url="http://127.0.0.1:$port"
+    urls="${urls:+$urls,}$url"
+    # One after the other: the SQLite migrator takes no lock, so two processes migrating a
+    # new file at once collide ("table users already exists").
     for _ in $(seq 300); do
       curl -fsS "$url/readyz" >/dev/null 2>&1 && break
       sleep 0.1

@@ -1107,6 +1107,8 @@ struct ActorReport {
     revoked: Vec<Login>,
     /// Long-lived sessions made before the outage, in their last acknowledged state.
     survivors: Vec<Login>,
+    /// Rotations in flight at the kill that committed although their answer was a 503.
+    unanswered_rotations: usize,
 }
 
 #[derive(Clone)]
@@ -1207,9 +1209,7 @@ async fn rotator(load: Load, user: String) -> ActorReport {
             {
                 // The 503 was for a request in flight when the store died: its rotation may
                 // have committed with the answer lost. Not the outage revoking anything.
-                eprintln!(
-                    "rotator: a rotation in flight at the kill committed unanswered; logging in again"
-                );
+                report.unanswered_rotations += 1;
                 (access, refresh) = load.http.token_login(&load.base, &user).await;
                 failed_at = None;
             }
@@ -1446,6 +1446,7 @@ async fn outage_under_load(label: &str, server: &mut Server, store: &mut dyn Kil
         report.logins.extend(r.logins);
         report.revoked.extend(r.revoked);
         report.survivors.extend(r.survivors);
+        report.unanswered_rotations += r.unanswered_rotations;
     }
     server.assert_running();
 
@@ -1585,10 +1586,13 @@ async fn outage_under_load(label: &str, server: &mut Server, store: &mut dyn Kil
         }
     }
     eprintln!(
-        "{label}: checked {} acknowledged logins, {} long-lived sessions and {} acknowledged revocations after recovery",
+        "{label}: checked {} acknowledged logins, {} long-lived sessions and {} acknowledged \
+         revocations after recovery; {} rotation(s) in flight at the kill had committed with \
+         their answer lost (the client's retry was reuse)",
         report.logins.len(),
         report.survivors.len(),
-        report.revoked.len()
+        report.revoked.len(),
+        report.unanswered_rotations
     );
     assert!(
         report.logins.len() >= 10 && report.revoked.len() >= 4 && report.survivors.len() == 6,

@@ -586,9 +586,12 @@ impl Config {
             ));
         }
         if let Some(redis) = &self.redis
-            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+            && !redis.starts_with("redis://")
         {
-            return Err(invalid("redis", "must be a redis:// or rediss:// URL"));
+            return Err(invalid(
+                "redis",
+                "must be a redis:// URL (TLS to Redis is not built in: use a local TLS tunnel)",
+            ));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
             return Err(invalid("redis_prefix", "must be 1-64 characters"));

@@ -83,7 +83,7 @@ pub fn run(config_path: Option<&Path>, as_json: bool) -> Result<()> {
                 }));
             }
             return emit(&format!(
-                "opened {shown}: its schema is up to date (migrations run on every open)"
+                "migrated {shown}: any pending migrations were applied; its schema is up to date"
             ));
         };
         let after = applied(&url, &label).await?;
