@@ -357,10 +357,17 @@ impl Worker {
                 Ok(())
             }
             Worker::Me { http, url, bearer } => {
-                let request = http
+                let response = http
                     .get(url.as_str())
-                    .header("authorization", bearer.as_str());
-                expect_json(request, 200).await.map(drop)
+                    .header("authorization", bearer.as_str())
+                    .send()
+                    .await
+                    .map_err(transport)?;
+                // /v1/me answers JSON, /v1/authorize an empty 200: read the body either way.
+                if response.status().as_u16() != 200 {
+                    return Err(refusal(response).await);
+                }
+                response.bytes().await.map_err(transport).map(drop)
             }
             Worker::Session { http, url, cookie } => {
                 let request = http.get(url.as_str()).header("cookie", cookie.as_str());
