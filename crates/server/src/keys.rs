@@ -100,7 +100,7 @@ fn ring_from(
 
 /// Newest key of `algorithm` that is active at `now`; if none is active yet (only pending
 /// keys), the oldest of them, so a fresh deployment can always sign.
-fn signing_key(
+pub fn signing_key(
     stored: &[StoredKey],
     algorithm: Algorithm,
     now: OffsetDateTime,

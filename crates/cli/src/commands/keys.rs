@@ -60,17 +60,10 @@ impl Status {
     }
 }
 
-/// The key that signs at `now`, by the server's rule (keys::signing_key): the newest key of
-/// the configured algorithm already active; failing that, the oldest pending one.
+/// The key that signs at `now`, by the server's own rule.
 fn signer<'a>(keys: &'a [StoredKey], algorithm: &str, now: OffsetDateTime) -> Option<&'a str> {
-    let mut of_alg: Vec<&StoredKey> = keys.iter().filter(|k| k.algorithm == algorithm).collect();
-    of_alg.sort_by_key(|k| (k.activates_at, k.created_at));
-    of_alg
-        .iter()
-        .rev()
-        .find(|k| k.activates_at <= now)
-        .or_else(|| of_alg.first())
-        .map(|k| k.kid.as_str())
+    let algorithm = algorithm.parse().ok()?;
+    latchkey_server::keys::signing_key(keys, algorithm, now).map(|k| k.kid.as_str())
 }
 
 fn statuses(keys: &[StoredKey], algorithm: &str, now: OffsetDateTime) -> Vec<Status> {
