@@ -133,6 +133,7 @@ impl TestApp {
         store: Arc<dyn Store>,
         guard: Option<tempfile::TempDir>,
     ) -> Self {
+        crate::observability::captured_logs();
         let clock = ManualClock::starting_now();
         let state = AppState::new(config, store.clone(), Arc::new(clock.clone()))
             .await

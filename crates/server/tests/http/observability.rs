@@ -105,7 +105,7 @@ async fn metrics_are_valid_prometheus_text_and_count_what_matters() {
 
 /// A `MakeWriter` into a shared buffer.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -124,17 +124,27 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     }
 }
 
-/// Every endpoint that handles a secret, at TRACE level, then a scan of everything logged.
-/// Current-thread runtime: the thread-local subscriber sees every task of the test.
-#[tokio::test(flavor = "current_thread")]
+/// Every test of this binary logs at TRACE into one buffer through a global subscriber. (A
+/// thread-local one misses events whose callsites other test threads cached as disabled.)
+pub fn captured_logs() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        captured
+    })
+}
+
+/// Every endpoint that handles a secret, at TRACE level, then a scan of everything logged by
+/// every test in this binary so far.
+#[tokio::test]
 async fn no_secret_is_ever_logged() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs().clone();
 
     let admin = "admin-token-for-the-log-scan-0001";
     let mut config = test_config();
