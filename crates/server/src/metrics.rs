@@ -52,13 +52,22 @@ pub async fn render() -> Response {
 
 /// Counts and times every request by matched route (never the raw path: bounded labels).
 pub async fn track(request: Request, next: Next) -> Response {
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map(|p| p.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
+    // The fallback (the BFF) has no matched path; it names its route on the response.
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|l| l.0.clone())
+        })
+        .unwrap_or_else(|| "unmatched".to_string());
     let status = response.status().as_u16().to_string();
     metrics::counter!("latchkey_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
         .increment(1);
@@ -66,6 +75,11 @@ pub async fn track(request: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// A route label set on a response by handlers outside the router's own routes (a BFF
+/// route's configured prefix): bounded by configuration, never a raw path.
+#[derive(Clone)]
+pub struct RouteLabel(pub String);
 
 pub fn login(mode: &'static str, result: &'static str) {
     metrics::counter!("latchkey_logins_total", "mode" => mode, "result" => result).increment(1);

@@ -136,8 +136,11 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         return ApiError::InvalidRequest("the request target cannot be forwarded".into())
             .into_response();
     };
-    match proxy::forward(&state, route, uri, request).await {
+    let label = crate::metrics::RouteLabel(format!("bff:{}", route.prefix));
+    let mut response = match proxy::forward(&state, route, uri, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
-    }
+    };
+    response.extensions_mut().insert(label);
+    response
 }

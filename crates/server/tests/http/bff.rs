@@ -1235,3 +1235,27 @@ async fn browser_demo_spa_calls_the_api_and_script_never_sees_a_token() {
     browser.close().await.expect("close the browser");
     drop(driver);
 }
+
+#[tokio::test]
+async fn metrics_label_proxied_requests_by_their_route_prefix() {
+    let f = fixture().await;
+    let b = f.user("metrics-bff-user").await;
+    assert_eq!(
+        f.app
+            .as_browser(&b, "GET", "/api/metrics-probe", None)
+            .await
+            .status,
+        200
+    );
+    let text = f.app.get("/metrics", &[]).await.text();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("latchkey_http_requests_total")
+                && l.contains("route=\"bff:/api/\"")),
+        "no BFF route label in:\n{}",
+        text.lines()
+            .filter(|l| l.starts_with("latchkey_http_requests_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
