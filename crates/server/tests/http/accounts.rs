@@ -238,3 +238,21 @@ async fn unknown_paths_and_methods_use_the_error_body() {
         .await
         .assert_error(405, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn a_token_naming_another_users_session_is_refused() {
+    let app = TestApp::new().await;
+    let alice = app.login("alice2").await;
+    let bob = app.login("bob2").await;
+    // A token Latchkey signed for bob, but carrying alice's live sid (as a buggy or malicious
+    // signer might): the session must belong to the token's subject.
+    let mut claims: latchkey_tokens::AccessTokenClaims =
+        serde_json::from_value(jwt_part(&bob.access, 1)).expect("claims");
+    claims.sid = jwt_part(&alice.access, 1)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let forged = app.state.keyring().sign(&claims).expect("sign");
+    app.me(&forged).await.assert_error(401, "unauthorized");
+    assert_eq!(app.me(&bob.access).await.status, 200);
+}
