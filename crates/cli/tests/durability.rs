@@ -111,9 +111,13 @@ scopes = ["read"]
 
     // Load: 6 workers log in, rotate, and every few rounds revoke their session and log in anew.
     let acked = Arc::new(Mutex::new(Acked::default()));
+    // Set just before the kill: a transport error before it is a hiccup (retried: a refresh
+    // repeat is covered by the grace window, a revoke repeat is idempotent), after it the end.
+    let killing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..6 {
-        let (http, base, acked) = (http.clone(), base.clone(), acked.clone());
+        let (http, base, acked, killing) =
+            (http.clone(), base.clone(), acked.clone(), killing.clone());
         workers.push(tokio::spawn(async move {
             let login = [
                 ("grant_type", "password"),
@@ -141,6 +145,14 @@ scopes = ["read"]
                                 current = None;
                                 continue;
                             }
+                            // Cut off by the kill: the revocation may or may not have
+                            // committed, so this session is neither acknowledged live nor
+                            // acknowledged revoked.
+                            Err(_) if killing.load(std::sync::atomic::Ordering::SeqCst) => {
+                                acked.lock().expect("lock").refresh.retain(|t| *t != rt);
+                                return;
+                            }
+                            Err(_) => continue,
                             other => other,
                         }
                     }
@@ -173,12 +185,14 @@ scopes = ["read"]
                         panic!("worker {w}: unexpected {status} {body} before the kill")
                     }
                     // The server is gone: stop here; what was acknowledged is recorded.
-                    Err(_) => return,
+                    Err(_) if killing.load(std::sync::atomic::Ordering::SeqCst) => return,
+                    Err(_) => continue,
                 }
             }
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    killing.store(true, std::sync::atomic::Ordering::SeqCst);
     server.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
     server.wait().expect("reap");
     for w in workers {
@@ -186,8 +200,11 @@ scopes = ["read"]
     }
     let acked = acked.lock().expect("lock").clone();
     assert!(
-        acked.refresh.len() >= 3 && !acked.revoked.is_empty(),
-        "too little load before the kill"
+        !acked.refresh.is_empty() && !acked.revoked.is_empty(),
+        "too little load before the kill: {} live families, {} revoked, {} tokens seen",
+        acked.refresh.len(),
+        acked.revoked.len(),
+        acked.seen.len()
     );
 
     let mut server = spawn(dir.path(), "second.log");
