@@ -2,10 +2,12 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use latchkey_core::{Session, SessionId};
 use latchkey_tokens::{AccessTokenClaims, Validation};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Latchkey's own endpoints allow at most this much clock skew (API.md).
 pub const OWN_LEEWAY_SECS: u64 = 1;
@@ -17,10 +19,18 @@ pub struct BearerSession {
 }
 
 /// The token of an `Authorization: Bearer` header, if that is the scheme used.
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares a presented secret with the configured one in constant time; hashing first makes
+/// the comparison independent of both lengths.
+pub fn secrets_equal(expected: &str, given: &str) -> bool {
+    Sha256::digest(expected.as_bytes())
+        .ct_eq(&Sha256::digest(given.as_bytes()))
+        .into()
 }
 
 /// Verifies an access token strictly (any audience) and checks that its session is live.
@@ -53,8 +63,8 @@ impl FromRequestParts<AppState> for BearerSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token =
-            bearer_token(parts).ok_or(ApiError::Unauthorized("authentication is required"))?;
+        let token = bearer_token(&parts.headers)
+            .ok_or(ApiError::Unauthorized("authentication is required"))?;
         verify_access_token(state, token).await
     }
 }

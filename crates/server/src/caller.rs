@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // An explicit Bearer token wins; a browser cannot attach one cross-site.
-        if let Some(token) = bearer_token(parts) {
+        if let Some(token) = bearer_token(&parts.headers) {
             let bearer = verify_access_token(state, token).await?;
             return Ok(Caller {
                 session: bearer.session,

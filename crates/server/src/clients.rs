@@ -6,8 +6,6 @@ use crate::state::AppState;
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 /// Client credentials as they arrived, before checking.
 pub struct Presented<'a> {
@@ -53,7 +51,7 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
             "a public client has no secret".into(),
         )),
         (ClientKind::Confidential, Some(expected), Some(given))
-            if secrets_equal(expected.expose(), &given) =>
+            if crate::auth::secrets_equal(expected.expose(), &given) =>
         {
             Ok(client.clone())
         }
@@ -64,13 +62,6 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
             ))
         }
     }
-}
-
-/// Hashing first makes the comparison independent of both lengths.
-fn secrets_equal(expected: &str, given: &str) -> bool {
-    Sha256::digest(expected.as_bytes())
-        .ct_eq(&Sha256::digest(given.as_bytes()))
-        .into()
 }
 
 /// `Authorization: Basic base64(urlencode(id):urlencode(secret))`, or None without Basic.
@@ -121,6 +112,7 @@ pub fn grant_scope(allowed: &[String], requested: Option<&str>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::secrets_equal;
 
     #[test]
     fn scope_resolution() {

@@ -7,11 +7,9 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use latchkey_core::{RevokeReason, UserId};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 
 /// Failed admin authentications allowed per IP per window; past it even the right token is
 /// refused until the window ends, so guessing gets no signal.
@@ -58,11 +56,8 @@ impl FromRequestParts<AppState> for Admin {
         if let Some(retry_after_secs) = state.admin_gate.blocked_for(&peer.ip) {
             return Err(ApiError::RateLimited { retry_after_secs });
         }
-        let presented = crate::auth::bearer_token(parts).unwrap_or("");
-        let ok: bool = Sha256::digest(presented.as_bytes())
-            .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
-            .into();
-        if !ok {
+        let presented = crate::auth::bearer_token(&parts.headers).unwrap_or("");
+        if !crate::auth::secrets_equal(expected.expose(), presented) {
             state.admin_gate.record_failure(&peer.ip);
             tracing::warn!(target: "latchkey::security", ip = %peer.ip, "admin authentication failed");
             return Err(ApiError::Unauthorized(

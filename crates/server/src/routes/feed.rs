@@ -1,4 +1,5 @@
 //! `GET /v1/revocations`: the revocation feed, as JSON pages or as Server-Sent Events.
+use crate::auth::{bearer_token, secrets_equal};
 use crate::error::{ApiError, ApiResult};
 use crate::feed::PAGE;
 use crate::state::AppState;
@@ -11,10 +12,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use latchkey_core::RevocationEvent;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 #[derive(Deserialize)]
 pub struct FeedQuery {
@@ -30,18 +29,8 @@ fn check_feed_token(state: &AppState, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = &state.config.feed_token else {
         return Ok(());
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .unwrap_or("");
-    let ok: bool = Sha256::digest(presented.as_bytes())
-        .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
-        .into();
-    if ok {
+    let presented = bearer_token(headers).unwrap_or("");
+    if secrets_equal(expected.expose(), presented) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized("the feed token is missing or wrong"))

@@ -368,21 +368,12 @@ fn authenticate_introspector(
     headers: &HeaderMap,
     req: &IntrospectRequest,
 ) -> ApiResult<()> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    if let Some(presented) = bearer {
-        let ok = state.config.admin_token.as_ref().is_some_and(|expected| {
-            use sha2::Digest;
-            use subtle::ConstantTimeEq;
-            bool::from(
-                sha2::Sha256::digest(presented.as_bytes())
-                    .ct_eq(&sha2::Sha256::digest(expected.expose().as_bytes())),
-            )
-        });
+    if let Some(presented) = crate::auth::bearer_token(headers) {
+        let ok = state
+            .config
+            .admin_token
+            .as_ref()
+            .is_some_and(|expected| crate::auth::secrets_equal(expected.expose(), presented));
         return if ok {
             Ok(())
         } else {
