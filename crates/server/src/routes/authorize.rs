@@ -1,7 +1,7 @@
 //! `GET /v1/authorize`: forward authentication for nginx `auth_request`, Traefik
 //! `forwardAuth` and Envoy. Bearer tokens are checked locally (signature + this instance's
 //! copy of the revocation feed, no store lookup); cookies are checked against the store.
-use crate::auth::{OWN_LEEWAY_SECS, bearer_token};
+use crate::auth::{bearer_token, verify_own_token};
 use crate::caller::authenticate_cookie;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{SessionId, UserId};
-use latchkey_tokens::Validation;
 use std::collections::HashMap;
 use std::sync::RwLock;
 
@@ -47,15 +46,7 @@ pub struct Authorized {
 
 /// Verifies a Bearer access token without touching the store.
 fn check_bearer(state: &AppState, token: &str) -> ApiResult<Authorized> {
-    let validation = Validation {
-        issuer: state.issuer.clone(),
-        audience: None,
-        leeway_secs: OWN_LEEWAY_SECS,
-        now: state.clock.now().unix_timestamp(),
-    };
-    let claims = state
-        .keyring()
-        .verify(token, &validation)
+    let claims = verify_own_token(state, token)
         .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
     let (Some(sid), Some(user)) = (SessionId::parse(&claims.sid), UserId::parse(&claims.sub))
     else {

@@ -1,6 +1,6 @@
 //! The OAuth 2.0 endpoints: token (password and refresh_token grants, with Refresh Token
 //! Rotation and reuse detection) and revocation (RFC 7009).
-use crate::auth::OWN_LEEWAY_SECS;
+use crate::auth::verify_own_token;
 use crate::clients::{self, Presented};
 use crate::config::ClientConfig;
 use crate::error::{ApiError, ApiResult};
@@ -17,7 +17,7 @@ use latchkey_core::{
     judge_presentation, open_successor, seal_successor,
 };
 use latchkey_store::RotateOutcome;
-use latchkey_tokens::{AccessTokenClaims, Validation, new_jti};
+use latchkey_tokens::{AccessTokenClaims, new_jti};
 use serde::{Deserialize, Serialize};
 use time::Duration;
 
@@ -316,15 +316,7 @@ async fn session_of_token(
             .filter(|(t, _)| t.client_id == client.id)
             .map(|(t, _)| t.session_id));
     }
-    let validation = Validation {
-        issuer: state.issuer.clone(),
-        audience: None,
-        leeway_secs: OWN_LEEWAY_SECS,
-        now: state.clock.now().unix_timestamp(),
-    };
-    Ok(state
-        .keyring()
-        .verify(token, &validation)
+    Ok(verify_own_token(state, token)
         .ok()
         .filter(|claims| claims.client_id == client.id)
         .and_then(|claims| SessionId::parse(&claims.sid)))
@@ -420,13 +412,7 @@ async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_
             "iss": state.issuer,
         })));
     }
-    let validation = Validation {
-        issuer: state.issuer.clone(),
-        audience: None,
-        leeway_secs: OWN_LEEWAY_SECS,
-        now: now.unix_timestamp(),
-    };
-    let Ok(claims) = state.keyring().verify(token, &validation) else {
+    let Ok(claims) = verify_own_token(state, token) else {
         return Ok(None);
     };
     let Some(sid) = SessionId::parse(&claims.sid) else {
