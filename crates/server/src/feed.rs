@@ -81,7 +81,9 @@ impl Follower {
                 revoked.retain(|_, exp| *exp > now);
             }
             for event in page.iter().copied() {
-                self.cursor.store(event.cursor, Ordering::SeqCst);
+                // Two polls may overlap (the periodic one and one after a local revocation):
+                // the cursor only ever moves forward.
+                self.cursor.fetch_max(event.cursor, Ordering::SeqCst);
                 // No subscribers is fine.
                 let _ = self.events.send(event);
             }
