@@ -51,14 +51,28 @@ impl FromRequestParts<AppState> for CookieCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        CookieCaller::authenticate(state, &parts.method, &parts.headers, &[]).await
+    }
+}
+
+impl CookieCaller {
+    /// The cookie session of a request, with the CSRF defence for unsafe methods; `Origin` may
+    /// also be one of `extra_origins` (a public client's, for `POST /v1/session/token`).
+    pub async fn authenticate(
+        state: &AppState,
+        method: &Method,
+        headers: &HeaderMap,
+        extra_origins: &[String],
+    ) -> Result<Self, ApiError> {
         let secret = state
             .cookie
-            .read(&parts.headers)
+            .read(headers)
             .map_err(|_| ApiError::Unauthorized("the session cookie is invalid"))?
             .ok_or(ApiError::Unauthorized("authentication is required"))?;
         let session = authenticate_cookie(state, &secret).await?;
-        if !is_safe(&parts.method) {
-            check_csrf(state, &parts.headers, &session)?;
+        if !is_safe(method) {
+            check_origin_among(state, headers, extra_origins)?;
+            check_csrf_token(headers, &session)?;
         }
         Ok(CookieCaller(Caller {
             session,
@@ -113,6 +127,15 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
 
 /// Origin / Sec-Fetch-Site checks alone: for login, where there is no session yet.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_origin_among(state, headers, &[])
+}
+
+/// [`check_origin`], where `Origin` may also be one of `extra_origins`.
+fn check_origin_among(
+    state: &AppState,
+    headers: &HeaderMap,
+    extra_origins: &[String],
+) -> Result<(), ApiError> {
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
         return Err(ApiError::CsrfFailed("cross-site requests are refused"));
     }
@@ -121,7 +144,8 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
         // `null` (sandboxed frames, some redirects) is never an allowed origin.
         let allowed = origin != "null"
             && origin_of(origin).as_deref() == Some(origin)
-            && state.allowed_origins.iter().any(|a| a == origin);
+            && (state.allowed_origins.iter().any(|a| a == origin)
+                || extra_origins.iter().any(|a| a == origin));
         if !allowed {
             return Err(ApiError::CsrfFailed("the request's Origin is not allowed"));
         }
@@ -137,6 +161,11 @@ pub fn check_csrf(
     session: &Session,
 ) -> Result<(), ApiError> {
     check_origin(state, headers)?;
+    check_csrf_token(headers, session)
+}
+
+/// The synchronizer token alone, compared in constant time against the stored hash.
+fn check_csrf_token(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
     let presented = headers
         .get(CSRF_HEADER)
         .ok_or(ApiError::CsrfFailed("the X-CSRF-Token header is required"))?;

@@ -43,6 +43,7 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
         .clients
         .get(&id)
         .ok_or_else(|| ApiError::InvalidClient("unknown client".into()))?;
+    check_origin(client, presented.headers)?;
     match (client.kind, &client.secret, secret) {
         // Some OAuth libraries send `Basic base64("id:")` for public clients: an empty secret.
         (ClientKind::Public, _, None) => Ok(client.clone()),
@@ -59,6 +60,25 @@ pub fn authenticate(state: &AppState, presented: Presented<'_>) -> Result<Client
             tracing::warn!(target: "latchkey::security", client_id = %client.id, "client authentication failed");
             Err(ApiError::InvalidClient(
                 "client authentication failed".into(),
+            ))
+        }
+    }
+}
+
+/// A request a browser sent (it carries `Origin`) is accepted only from an origin the client
+/// lists in `allowed_origins`: a page elsewhere cannot act as this client, whatever CORS lets
+/// it read. Requests without `Origin` (servers, native apps) are not affected.
+fn check_origin(client: &ClientConfig, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    match origin.to_str() {
+        Ok(origin) if crate::cors::origin_allowed_for(client, origin) => Ok(()),
+        _ => {
+            tracing::info!(target: "latchkey::security", client_id = %client.id, "client used from an origin it does not list");
+            Err(ApiError::InvalidClient(
+                "this client may not be used from the request's Origin (see allowed_origins)"
+                    .into(),
             ))
         }
     }

@@ -193,6 +193,10 @@ pub struct ClientConfig {
     pub audience: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Browser origins that may call the token, revocation and userinfo endpoints as this
+    /// client (CORS, exact match), and, for a public client, `POST /v1/session/token`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// The Backend-for-Frontend proxy (docs/bff.md); validated by `crate::bff::validate`.
@@ -687,6 +691,16 @@ impl Config {
             if c.audience.is_empty() {
                 return Err(invalid(key("audience"), "must not be empty"));
             }
+            for origin in &c.allowed_origins {
+                if origin_of(origin).as_deref() != Some(origin.as_str()) {
+                    return Err(invalid(
+                        key("allowed_origins"),
+                        format!(
+                            "{origin:?} is not an origin like \"https://app.example.com\" (scheme, host, optional port; no path, no wildcard)"
+                        ),
+                    ));
+                }
+            }
             for scope in &c.scopes {
                 if !is_scope_token(scope) {
                     return Err(invalid(
@@ -720,7 +734,9 @@ pub fn origin_of(url: &str) -> Option<String> {
         return None;
     }
     let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+    // Host (name, IPv4 or [IPv6]) and optional port only: no userinfo, no wildcard.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    if authority.is_empty() || !authority.chars().all(allowed) {
         return None;
     }
     Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))

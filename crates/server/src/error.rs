@@ -17,6 +17,9 @@ pub enum ApiError {
     UnsupportedGrantType,
     #[error("{0}")]
     InvalidScope(String),
+    /// The client is known but may not use this grant or endpoint (RFC 6749 §5.2).
+    #[error("{0}")]
+    UnauthorizedClient(String),
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
@@ -61,7 +64,8 @@ impl ApiError {
             ApiError::InvalidRequest(_)
             | ApiError::InvalidGrant(_)
             | ApiError::UnsupportedGrantType
-            | ApiError::InvalidScope(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidScope(_)
+            | ApiError::UnauthorizedClient(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidClient(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::CsrfFailed(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::InvalidGrant(_) => "invalid_grant",
             ApiError::UnsupportedGrantType => "unsupported_grant_type",
             ApiError::InvalidScope(_) => "invalid_scope",
+            ApiError::UnauthorizedClient(_) => "unauthorized_client",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CsrfFailed(_) => "csrf_failed",

@@ -10,9 +10,11 @@ pub mod caller;
 pub mod clients;
 pub mod config;
 pub mod cookie;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod issue;
 pub mod keys;
 pub mod login;
 pub mod metrics;
@@ -69,9 +71,11 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/revoke", post(routes::oauth::revoke))
+        .route("/v1/session/token", post(routes::session_token::mint))
         // The BFF proxy's routes (and the demo page), else 404; see src/bff.
         .fallback(bff::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::browser_endpoints))
         .with_state(state)
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))

@@ -97,6 +97,10 @@ pub fn revoked(reason: &'static str, count: usize) {
     metrics::counter!("latchkey_revocations_total", "reason" => reason).increment(count as u64);
 }
 
+pub fn session_token_minted() {
+    metrics::counter!("latchkey_session_tokens_total").increment(1);
+}
+
 pub fn rate_limited(throttle: &'static str) {
     metrics::counter!("latchkey_rate_limited_total", "throttle" => throttle).increment(1);
 }

@@ -8,4 +8,5 @@ pub mod health;
 pub mod oauth;
 pub mod pages;
 pub mod session;
+pub mod session_token;
 pub mod sessions;

@@ -17,8 +17,7 @@ use latchkey_core::{
     judge_presentation, open_successor, seal_successor,
 };
 use latchkey_store::RotateOutcome;
-use latchkey_tokens::{AccessTokenClaims, new_jti};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::Duration;
 
 /// Every parameter either grant may carry; RFC 6749 says unknown ones are ignored.
@@ -31,24 +30,6 @@ pub struct TokenRequest {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
-}
-
-#[derive(Serialize)]
-struct TokenResponse {
-    access_token: String,
-    token_type: &'static str,
-    expires_in: i64,
-    refresh_token: String,
-    scope: String,
-}
-
-/// Token responses must not be cached (RFC 6749 §5.1).
-fn no_store(body: TokenResponse) -> Response {
-    let mut response = Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
 }
 
 pub async fn token(
@@ -232,31 +213,8 @@ fn issue(
     scope: String,
     refresh: &Secret,
 ) -> ApiResult<Response> {
-    let now = state.clock.now();
-    let exp = state.policy.access_expiry(session, now);
-    let claims = AccessTokenClaims {
-        iss: state.issuer.clone(),
-        sub: session.user_id.to_string(),
-        aud: client.audience.clone(),
-        exp: exp.unix_timestamp(),
-        iat: now.unix_timestamp(),
-        nbf: now.unix_timestamp(),
-        jti: new_jti(),
-        client_id: client.id.clone(),
-        scope: scope.clone(),
-        sid: session.id.to_string(),
-    };
-    let access_token = state
-        .keyring()
-        .sign(&claims)
-        .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
-    Ok(no_store(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: claims.exp - claims.iat,
-        refresh_token: refresh.to_text(),
-        scope,
-    }))
+    let minted = crate::issue::access_token(state, session, &client.id, &client.audience, &scope)?;
+    Ok(minted.into_response(scope, Some(refresh.to_text())))
 }
 
 #[derive(Deserialize)]

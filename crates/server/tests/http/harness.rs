@@ -14,6 +14,8 @@ use tower::ServiceExt;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const BACKEND_SECRET: &str = "backend-secret-0123456789";
+/// The browser origin the public test client `spa` lists in `allowed_origins`.
+pub const SPA_ORIGIN: &str = "http://127.0.0.1:5173";
 
 pub struct TestApp {
     pub router: Router,
@@ -39,6 +41,7 @@ pub fn test_config() -> Config {
             secret: None,
             audience: "api".into(),
             scopes: vec!["read".into(), "write".into()],
+            allowed_origins: vec![SPA_ORIGIN.into()],
         },
         ClientConfig {
             id: "backend".into(),
@@ -46,6 +49,7 @@ pub fn test_config() -> Config {
             secret: Some(Redacted(BACKEND_SECRET.into())),
             audience: "internal".into(),
             scopes: vec!["read".into()],
+            allowed_origins: Vec::new(),
         },
     ];
     config

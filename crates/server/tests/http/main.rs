@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 mod bff;
 mod browser;
+mod browser_apps;
 mod cookie_mode;
 mod discovery;
 mod faults;
