@@ -125,6 +125,37 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
     Ok(session)
 }
 
+/// Logs a CSRF refusal where an operator sees it by default, so "my login fails" has a visible
+/// cause (a wrong `issuer` or `allowed_origins` looks exactly like an attack to the browser).
+/// At most [`REFUSAL_LOGS_PER_MINUTE`] lines a minute: a flood of forged requests cannot fill
+/// the log. The origin is attacker-chosen text: logged with Debug escaping, bounded.
+fn log_refusal(reason: &'static str, origin: Option<&str>) {
+    static WINDOW: std::sync::Mutex<(Option<std::time::Instant>, u32)> =
+        std::sync::Mutex::new((None, 0));
+    let mut window = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    if window
+        .0
+        .is_none_or(|start| now.duration_since(start).as_secs() >= 60)
+    {
+        *window = (Some(now), 0);
+    }
+    window.1 += 1;
+    if window.1 > REFUSAL_LOGS_PER_MINUTE {
+        return;
+    }
+    let origin: Option<String> = origin.map(|o| o.chars().take(200).collect());
+    tracing::warn!(
+        target: "latchkey::security",
+        reason,
+        origin = ?origin,
+        allowed = "see allowed_origins / issuer",
+        "request refused: csrf_failed"
+    );
+}
+
+const REFUSAL_LOGS_PER_MINUTE: u32 = 30;
+
 /// Origin / Sec-Fetch-Site checks alone: for login, where there is no session yet.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     check_origin_among(state, headers, &[])
@@ -137,6 +168,7 @@ fn check_origin_among(
     extra_origins: &[String],
 ) -> Result<(), ApiError> {
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        log_refusal("cross-site requests are refused", None);
         return Err(ApiError::CsrfFailed("cross-site requests are refused"));
     }
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
@@ -147,6 +179,7 @@ fn check_origin_among(
             && (state.allowed_origins.iter().any(|a| a == origin)
                 || extra_origins.iter().any(|a| a == origin));
         if !allowed {
+            log_refusal("the request's Origin is not allowed", Some(origin));
             return Err(ApiError::CsrfFailed("the request's Origin is not allowed"));
         }
     }
@@ -166,22 +199,25 @@ pub fn check_csrf(
 
 /// The synchronizer token alone, compared in constant time against the stored hash.
 fn check_csrf_token(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
+    let refuse = |reason: &'static str| {
+        log_refusal(reason, None);
+        ApiError::CsrfFailed(reason)
+    };
     let presented = headers
         .get(CSRF_HEADER)
-        .ok_or(ApiError::CsrfFailed("the X-CSRF-Token header is required"))?;
-    let invalid = ApiError::CsrfFailed("the CSRF token is invalid");
+        .ok_or_else(|| refuse("the X-CSRF-Token header is required"))?;
     let presented = presented
         .to_str()
         .ok()
         .and_then(Secret::parse)
-        .ok_or(ApiError::CsrfFailed("the CSRF token is invalid"))?;
+        .ok_or_else(|| refuse("the CSRF token is invalid"))?;
     let expected = session
         .csrf_hash
-        .ok_or(ApiError::CsrfFailed("the CSRF token is invalid"))?;
+        .ok_or_else(|| refuse("the CSRF token is invalid"))?;
     if bool::from(presented.hash().as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(invalid)
+        Err(refuse("the CSRF token is invalid"))
     }
 }
 

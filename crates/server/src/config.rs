@@ -563,13 +563,80 @@ impl Config {
         origin_of(&self.issuer()).unwrap_or_default()
     }
 
+    /// The origins cookie-mode requests may come from: as configured, else the issuer's
+    /// origin, plus its other loopback spellings when the issuer is on loopback (a browser at
+    /// `http://localhost:8080` reaches an issuer `http://127.0.0.1:8080` too).
     pub fn allowed_origins(&self) -> Vec<String> {
-        self.allowed_origins
-            .clone()
-            .unwrap_or_else(|| vec![self.issuer_origin()])
+        if let Some(configured) = &self.allowed_origins {
+            return configured.clone();
+        }
+        let origin = self.issuer_origin();
+        let mut origins = vec![origin.clone()];
+        if let Some((scheme, authority)) = origin.split_once("://") {
+            let port = authority
+                .rsplit_once(':')
+                .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+                .map(|(_, p)| format!(":{p}"))
+                .unwrap_or_default();
+            let host = authority.strip_suffix(&port).unwrap_or(authority);
+            if LOOPBACK_HOSTS.contains(&host) {
+                for alias in LOOPBACK_HOSTS.iter().filter(|h| **h != host) {
+                    origins.push(format!("{scheme}://{alias}{port}"));
+                }
+            }
+        }
+        origins
+    }
+
+    /// Settings that start but probably do not do what was meant: logged at start (and by
+    /// `config check`), so a silent failure later (a browser login refused) has a cause to
+    /// point at.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let issuer_origin = self.issuer_origin();
+        if let Some(configured) = &self.allowed_origins
+            && !configured.contains(&issuer_origin)
+        {
+            warnings.push(format!(
+                "allowed_origins does not contain the issuer's origin {issuer_origin}: the login \
+                 and account pages served by Latchkey itself will be refused (csrf_failed)"
+            ));
+        }
+        let issuer_port = issuer_origin
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        let issuer_is_loopback = LOOPBACK_HOSTS
+            .iter()
+            .any(|h| issuer_origin.contains(&format!("://{h}")));
+        if self.issuer.is_some()
+            && issuer_is_loopback
+            && self.listen.ip().is_loopback()
+            && issuer_port.is_some_and(|p| p != self.listen.port())
+        {
+            warnings.push(format!(
+                "issuer {issuer_origin} names another port than listen = {}: browsers that open \
+                 http://{} directly will have their logins refused (their Origin is not the \
+                 issuer's); set issuer to the address users reach, or leave it unset to follow listen",
+                self.listen, self.listen
+            ));
+        }
+        warnings
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuer.is_none() && self.listen.ip().is_unspecified() {
+            return Err(invalid(
+                "issuer",
+                format!(
+                    "listen = {} accepts connections on every address, so the issuer (the `iss` of \
+                     tokens and the origin browsers must use) cannot be derived from it; set issuer \
+                     to the URL users reach, e.g. issuer = \"https://login.example.com\" or \
+                     LATCHKEY_ISSUER=http://127.0.0.1:{}",
+                    self.listen,
+                    self.listen.port()
+                ),
+            ));
+        }
         let issuer = self.issuer();
         if origin_of(&issuer).is_none() || issuer.ends_with('/') || issuer.contains(['?', '#']) {
             return Err(invalid(
@@ -728,6 +795,9 @@ pub fn is_scope_token(s: &str) -> bool {
 }
 
 /// `scheme://host[:port]` of an http(s) URL, or None.
+/// Host spellings that all mean this machine.
+const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
+
 pub fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     if scheme != "http" && scheme != "https" {
@@ -804,8 +874,52 @@ mod tests {
         assert_eq!(c.session.idle_timeout.0, Duration::from_secs(86_400));
         assert_eq!(c.rate_limit.login_per_account, Rate::per_minute(10));
         assert!(c.signup);
-        assert_eq!(c.allowed_origins(), vec!["http://127.0.0.1:8080"]);
+        assert_eq!(
+            c.allowed_origins(),
+            vec![
+                "http://127.0.0.1:8080",
+                "http://localhost:8080",
+                "http://[::1]:8080"
+            ]
+        );
         assert_eq!(c.password.argon2_memory_kib, 19_456);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn issuer_and_listen_cannot_silently_disagree() {
+        // 0.0.0.0 without an issuer: refused, naming the key and the fix.
+        let err = load("listen = \"0.0.0.0:8080\"", &[])
+            .expect_err("unspecified listen without issuer")
+            .to_string();
+        assert!(
+            err.contains("issuer") && err.contains("0.0.0.0:8080"),
+            "{err}"
+        );
+        let ok = load(
+            "listen = \"0.0.0.0:8080\"\nissuer = \"https://login.example.com\"",
+            &[],
+        )
+        .expect("an explicit issuer makes 0.0.0.0 fine");
+        assert!(ok.config.warnings().is_empty());
+        // The issuer pinned to one port, the server moved to another: a warning names both.
+        let moved = load(
+            "issuer = \"http://127.0.0.1:8080\"",
+            &[("LATCHKEY_LISTEN", "127.0.0.1:19010")],
+        )
+        .expect("loads");
+        let warnings = moved.config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("127.0.0.1:19010"), "{warnings:?}");
+        // Origins that leave out the issuer's own: the built-in pages cannot log in.
+        let origins = load("allowed_origins = [\"https://app.example.com\"]", &[]).expect("loads");
+        assert!(origins.config.warnings()[0].contains("issuer's origin"));
+        // A non-loopback issuer gets no loopback aliases.
+        let public = load("issuer = \"https://login.example.com\"", &[]).expect("loads");
+        assert_eq!(
+            public.config.allowed_origins(),
+            vec!["https://login.example.com"]
+        );
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl AppState {
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
         let (cookie, cookie_warning) = CookieSettings::from_config(&config);
+        let config_warnings = config.warnings();
         let idle = config.session.idle_timeout.as_time();
         let touch_interval = (idle / 10_i32).min(time::Duration::seconds(60));
         let config_allowed_origins = config.allowed_origins();
@@ -95,7 +96,7 @@ impl AppState {
             follower: Follower::default(),
             usernames: UsernameCache::default(),
             bff,
-            warnings: cookie_warning.into_iter().collect(),
+            warnings: cookie_warning.into_iter().chain(config_warnings).collect(),
             keyring: RwLock::new(Arc::new(keyring)),
         })))
     }

@@ -501,3 +501,29 @@ async fn allowed_origins_are_configurable_and_exact() {
             .assert_error(403, "csrf_failed");
     }
 }
+
+/// A refused origin is the usual symptom of a wrong `issuer` or `allowed_origins`: the reason and
+/// the origin are logged (security target, visible at the default level), not only answered.
+#[tokio::test]
+async fn csrf_refusals_are_logged_with_their_reason_and_origin() {
+    let captured = crate::observability::captured_logs().clone();
+    let app = TestApp::new().await;
+    app.sign_up("csrflog").await;
+    let probe = "http://csrf-log-probe.example:4711";
+    app.cookie_login_response("csrflog", PASSWORD, &[("origin", probe)])
+        .await
+        .assert_error(403, "csrf_failed");
+    let logs = captured.text();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("csrf-log-probe.example:4711"))
+        .unwrap_or_else(|| panic!("no log line names the refused origin"));
+    assert!(
+        line.contains("WARN") && line.contains("latchkey::security"),
+        "{line}"
+    );
+    assert!(
+        line.contains("the request's Origin is not allowed"),
+        "{line}"
+    );
+}
