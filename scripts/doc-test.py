@@ -12,14 +12,19 @@ What a guide may contain:
   print anything.
 - Markers in HTML comments just before a block (invisible on the rendered page):
   `<!-- doc-test: file NAME -->` writes the next block to NAME instead of running it;
-  `<!-- doc-test: background -->` starts the block's one command in the background (a server),
-  waits until it answers /readyz, and stops it by PID at the end;
+  `<!-- doc-test: background [URL] -->` starts the block's one command in the background (a
+  server), waits until URL answers (default: Latchkey's /readyz), and stops it by PID at the end;
   `<!-- doc-test: skip -->` leaves the next block out (installation steps, alternatives).
-- The guide's port 8080 is replaced by a free port (in commands and expected output), and
-  LATCHKEY_LISTEN is set to it, so the run never collides with a server already on 8080.
+- The guide's ports 8080 (Latchkey) and 9000 (an example API) are replaced by free ports (in
+  commands, files and expected output), and LATCHKEY_LISTEN is set to the first, so the run
+  never collides with a server already on those ports.
+- `cargo run [--release] -p PACKAGE [--]` runs the package's binary already built in the
+  workspace's target directory (the test command builds them), so a guide's commands are the
+  ones a reader types without a release build in the test run.
 
 Exits non-zero naming the guide, the command, what was expected and what came out.
 """
+import json
 import os
 import re
 import shlex
@@ -33,7 +38,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = re.compile(r"<!--\s*doc-test:\s*(\w+)\s*(\S*)\s*-->")
-FENCE = re.compile(r"^```(\w*)\s*$")
+FENCE = re.compile(r"^(\s*)```(\w*)\s*$")
 
 
 def free_port():
@@ -54,11 +59,14 @@ def blocks(text):
             continue
         fence = FENCE.match(lines[i])
         if fence:
+            indent = len(fence.group(1))
             start = i + 1
             j = start
-            while j < len(lines) and not lines[j].startswith("```"):
+            while j < len(lines) and not lines[j].lstrip().startswith("```"):
                 j += 1
-            yield fence.group(1), marker, argument, "\n".join(lines[start:j]), start + 1
+            body = "\n".join(line[indent:] if line[:indent].isspace() else line.lstrip()
+                             for line in lines[start:j])
+            yield fence.group(2), marker, argument, body, start + 1
             marker, argument, i = None, "", j + 1
             continue
         if lines[i].strip():
@@ -91,6 +99,17 @@ def commands(body):
     return result
 
 
+CARGO_RUN = re.compile(r"cargo run (?:--release )?-p (\S+)(?: --)?")
+
+
+def cargo_binaries():
+    """Package name -> its binary's name, for the packages of this workspace."""
+    meta = json.loads(subprocess.check_output(
+        ["cargo", "metadata", "--no-deps", "--format-version", "1"], cwd=ROOT))
+    return {p["name"]: t["name"] for p in meta["packages"] for t in p["targets"]
+            if "bin" in t["kind"]}
+
+
 def matches(expected, actual):
     pattern = "^" + ".*?".join(re.escape(part) for part in expected.split("…")) + "$"
     return re.match(pattern, actual, re.S) is not None
@@ -99,6 +118,8 @@ def matches(expected, actual):
 def run_guide(path, binary_dir):
     text = open(path, encoding="utf-8").read()
     port = str(free_port())
+    api_port = str(free_port())
+    binaries = cargo_binaries()
     work = tempfile.mkdtemp(prefix="latchkey-doc-test-")
     env = dict(os.environ)
     env["PATH"] = binary_dir + os.pathsep + env["PATH"]
@@ -110,7 +131,8 @@ def run_guide(path, binary_dir):
     count = 0
 
     def local(s):
-        return s.replace("8080", port)
+        s = s.replace("8080", port).replace("9000", api_port)
+        return CARGO_RUN.sub(lambda m: binaries.get(m.group(1), m.group(0)), s)
 
     try:
         for language, marker, argument, body, line in blocks(text):
@@ -126,15 +148,16 @@ def run_guide(path, binary_dir):
             if marker == "background":
                 # A server: started in its own process group (stopped by PID at the end),
                 # then the guide goes on once it answers /readyz.
+                ready = shlex.quote(local(argument) or f"http://127.0.0.1:{port}/readyz")
                 n = len(background_files)
                 pid_file = os.path.join(work, f".bg{n}.pid")
                 background_files.append(pid_file)
                 script.append(
                     f"setsid bash -c {shlex.quote(cmds[0][0])} > .bg{n}.log 2>&1 &\n"
                     f"echo $! > {pid_file}\n"
-                    f"for _ in $(seq 300); do curl -sf -o /dev/null "
-                    f"http://127.0.0.1:{port}/readyz && break; sleep 0.2; done\n"
-                    f"curl -sf -o /dev/null http://127.0.0.1:{port}/readyz || "
+                    f"for _ in $(seq 300); do curl -s -o /dev/null {ready} && break; "
+                    f"sleep 0.2; done\n"
+                    f"curl -s -o /dev/null {ready} || "
                     f"{{ echo 'the server did not become ready:' >&2; cat .bg{n}.log >&2; exit 1; }}")
                 continue
             for cmd, expected in cmds:
