@@ -74,6 +74,11 @@ struct Global {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server (stop it with Ctrl-C or SIGTERM).
+    ///
+    /// Listens on `listen` (default 127.0.0.1:8080; LATCHKEY_LISTEN=ADDR:PORT to change it) with
+    /// the issuer following it unless `issuer` is set. On the first start it creates the store
+    /// (default: latchkey.db here) and a signing key. Stopping drains in-flight requests.
+    #[command(after_help = SERVE_EXIT_CODES)]
     Serve,
     /// Create or upgrade the store's schema, and say what was done.
     ///
@@ -113,9 +118,17 @@ enum ConfigCommand {
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 runtime failure (store unreachable or locked, bad config), \
                           2 usage error, 3 no such user or session, 4 conflict (see `latchkey --help`)";
 
-/// Adds [`EXIT_CODES`] under the help of every command that does something (not the groups).
+/// `serve` has no users or sessions to look up: only these apply.
+const SERVE_EXIT_CODES: &str = "Exit codes: 0 stopped by Ctrl-C or SIGTERM after draining requests, \
+                                1 could not start or failed (bad config, port in use, store unreachable), \
+                                2 usage error\n\nExamples:\n  latchkey serve\n  \
+                                latchkey serve --config /etc/latchkey/latchkey.toml\n  \
+                                LATCHKEY_LISTEN=127.0.0.1:9000 latchkey serve";
+
+/// Adds [`EXIT_CODES`] under the help of every command that does something (not the groups),
+/// unless it states its own.
 fn with_exit_codes(command: clap::Command) -> clap::Command {
-    let leaf = !command.has_subcommands();
+    let leaf = !command.has_subcommands() && command.get_after_help().is_none();
     let command = command.mut_subcommands(with_exit_codes);
     if !leaf {
         return command;

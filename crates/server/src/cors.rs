@@ -5,6 +5,9 @@
 //!   with credentials (these endpoints must not see cookies).
 //! - `/v1/session/token`: a public client's listed origin, with credentials (it is
 //!   authenticated by the session cookie; CSRF token and origin are checked by the handler).
+//! - `GET /v1/session`: the same origins, with credentials, reading only: an app that may mint
+//!   tokens for the user with `/v1/session/token` needs the session's CSRF token to do so. Login
+//!   and logout on that path stay same-origin (their preflight allows only GET).
 //!
 //! An origin that is not listed gets no CORS header anywhere (its preflight is a 403 with the
 //! standard body), so the browser keeps the response from the page. Which client an origin may
@@ -29,6 +32,14 @@ enum Endpoint {
     OAuth { methods: &'static str },
     /// `/v1/session/token`: the session cookie is the credential.
     SessionToken,
+    /// `GET /v1/session` for the apps that may use `/v1/session/token`.
+    SessionRead,
+}
+
+impl Endpoint {
+    fn with_credentials(self) -> bool {
+        matches!(self, Endpoint::SessionToken | Endpoint::SessionRead)
+    }
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
@@ -38,6 +49,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
             methods: "GET, POST",
         }),
         "/v1/session/token" => Some(Endpoint::SessionToken),
+        "/v1/session" => Some(Endpoint::SessionRead),
         _ => None,
     }
 }
@@ -55,7 +67,7 @@ pub fn request_origin(headers: &HeaderMap) -> Option<&str> {
 fn listed(state: &AppState, endpoint: Endpoint, origin: &str) -> bool {
     state.clients.values().any(|c| {
         origin_allowed_for(c, origin)
-            && (endpoint != Endpoint::SessionToken || c.kind == ClientKind::Public)
+            && (!endpoint.with_credentials() || c.kind == ClientKind::Public)
     })
 }
 
@@ -69,6 +81,12 @@ pub async fn browser_endpoints(
     let Some(endpoint) = endpoint(request.uri().path()) else {
         return next.run(request).await;
     };
+    // Only reading the session is shared; anything else on that path stays same-origin.
+    if endpoint == Endpoint::SessionRead
+        && !matches!(*request.method(), Method::GET | Method::OPTIONS)
+    {
+        return next.run(request).await;
+    }
     let origin = request_origin(request.headers())
         .filter(|o| *o != "null" && listed(&state, endpoint, o))
         .map(str::to_owned);
@@ -99,12 +117,16 @@ pub async fn browser_endpoints(
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     let (methods, allow_headers) = match endpoint {
         Endpoint::OAuth { methods } => (methods, "Authorization, Content-Type"),
-        Endpoint::SessionToken => {
+        Endpoint::SessionToken | Endpoint::SessionRead => {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
-            ("POST", "Content-Type, X-CSRF-Token")
+            if endpoint == Endpoint::SessionRead {
+                ("GET", "Content-Type")
+            } else {
+                ("POST", "Content-Type, X-CSRF-Token")
+            }
         }
     };
     if is_preflight {
@@ -140,9 +162,10 @@ mod tests {
             Some(Endpoint::OAuth { methods: "POST" })
         );
         assert_eq!(endpoint("/v1/session/token"), Some(Endpoint::SessionToken));
+        assert_eq!(endpoint("/v1/session"), Some(Endpoint::SessionRead));
         for path in [
             "/oauth/introspect",
-            "/v1/session",
+            "/v1/sessions",
             "/oauth/token/",
             "/admin/v1/keys/rotate",
         ] {

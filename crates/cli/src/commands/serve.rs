@@ -29,6 +29,12 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     init_logging(&config);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
+        // The port first: a port already in use is reported before anything is written (a
+        // first start would otherwise generate a signing key, then fail).
+        let listen = config.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| runtime(format!("cannot listen on `listen` = {listen}: {e}")))?;
         let label = StoreLabel::new(&config.database);
         let store = latchkey_server::open_store(&config)
             .await
@@ -37,15 +43,11 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
         if config.clients.is_empty() {
             tracing::warn!("no [[clients]] configured: /oauth/token will refuse every request");
         }
-        let listen = config.listen;
         let issuer = config.issuer();
         let state = AppState::new(config, store, Arc::new(SystemClock))
             .await
             .map_err(|e| label.describe_start(e))
             .context("preparing the server state")?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| runtime(format!("cannot listen on `listen` = {listen}: {e}")))?;
         let bound = listener.local_addr().unwrap_or(listen);
         tracing::info!(listen = %bound, %issuer, "latchkey is serving");
         serve(listener, state).await.context("serving HTTP")?;

@@ -110,8 +110,63 @@ async fn an_unlisted_origin_gets_no_cors_headers_anywhere() {
         no_cors_headers(&r, path);
     }
     // The browser app's origin is not a CORS origin for the rest of the API either.
-    let r = app.get("/v1/session", &[("origin", SPA_ORIGIN)]).await;
-    no_cors_headers(&r, "/v1/session from the SPA");
+    for path in ["/v1/sessions", "/v1/me"] {
+        let r = app.get(path, &[("origin", SPA_ORIGIN)]).await;
+        no_cors_headers(&r, path);
+    }
+}
+
+#[tokio::test]
+async fn a_public_clients_origin_may_read_the_session_but_not_log_in_or_out() {
+    let app = TestApp::with_config(config()).await;
+    app.sign_up("alice").await;
+    let b = app.browser_login("alice").await;
+    // Reading the session (for its CSRF token), with credentials.
+    let r = app
+        .call(
+            "OPTIONS",
+            "/v1/session",
+            &preflight(SPA_ORIGIN, "content-type"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-methods"), Some("GET"));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let r = app
+        .get(
+            "/v1/session",
+            &[("origin", SPA_ORIGIN), ("cookie", &b.cookie)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(SPA_ORIGIN));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    // Logging in or out from there stays refused, and unreadable.
+    let r = app
+        .cookie_login_response("alice", PASSWORD, &[("origin", SPA_ORIGIN)])
+        .await;
+    r.assert_error(403, "csrf_failed");
+    no_cors_headers(&r, "login from the SPA origin");
+    let r = app
+        .call(
+            "DELETE",
+            "/v1/session",
+            &[
+                ("origin", SPA_ORIGIN),
+                ("cookie", &b.cookie),
+                ("x-csrf-token", &b.csrf),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(403, "csrf_failed");
+    no_cors_headers(&r, "logout from the SPA origin");
+    // A confidential client's origin (none here) or an unlisted one: nothing.
+    let r = app
+        .get("/v1/session", &[("origin", EVIL), ("cookie", &b.cookie)])
+        .await;
+    no_cors_headers(&r, "unlisted origin");
 }
 
 #[tokio::test]
