@@ -48,7 +48,7 @@ test("a changed CSRF token (a new login) is read again once; no session is login
   const c = new SessionTokenClient({ issuer: ISSUER, clientId: "spa", fetch: s.fetch, now: () => now });
   await c.getAccessToken();
   s.csrf = "C2";
-  now = 10 * 60 * 1000; // due
+  now = 15 * 60 * 1000; // due
   assert.equal(await c.getAccessToken(), "AT2");
   s.loggedIn = false;
   now *= 2;
