@@ -305,7 +305,7 @@ test("two tabs refreshing at the same moment in strict mode never trigger reuse 
     }
     // And the timers: both tabs' refreshes fall due at the same time.
     const before = (await a.evaluate(() => window.presented.length)) + (await b.evaluate(() => window.presented.length));
-    await new Promise((r) => setTimeout(r, 11_500));
+    await new Promise((r) => setTimeout(r, 12_500));
     const presented = [...(await a.evaluate(() => window.presented)), ...(await b.evaluate(() => window.presented))];
     assert.ok(presented.length > before, "the timer refreshed before expiry");
     assert.ok(presented.length >= 6, `every forced round rotated: ${presented.length}`);
