@@ -239,10 +239,17 @@ export class LatchkeyClient {
     await this.install(toTokens(body, this.now(), this.margin()));
   }
 
-  /** Waits for tokens from another tab of this browser, if one holds them. True when it got some. */
+  /**
+   * Waits for tokens from another tab of this browser, if one holds them. True when it got
+   * some; false when no tab has any, or the tab that has them does not answer in time.
+   */
   async join(): Promise<boolean> {
     if (!this.coordinated) return this.tokens !== null;
-    await this.serial(() => this.sync());
+    try {
+      await this.serial(() => this.sync());
+    } catch (e) {
+      if (!(e instanceof LatchkeyError && e.code === "sync_timeout")) throw e;
+    }
     return this.tokens !== null;
   }
 

@@ -146,6 +146,8 @@ test("a tab that cannot get the newest tokens refuses to refresh instead of pres
     b.locks.request("latchkey:" + ISSUER + "|spa:gen:99", { mode: "shared" }, () => new Promise((r) => (release = r)));
     await assert.rejects(x.refresh(), (e) => e.code === "sync_timeout");
     assert.equal(refreshes(b.server).length, 0, "nothing presented");
+    // A new tab joining then finds no tokens (and can log in itself) rather than failing.
+    assert.equal(await b.tab({ syncTimeout: 100 }).join(), false);
     release();
   } finally {
     b.close();
