@@ -99,6 +99,7 @@ async function waitReady(url, child, log) {
 const MIME = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".map": "application/json" };
 
 let dir, issuer, appOrigin, appServer, browser, latchkeyLog = "";
+let staleSeen = null;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "latchkey-js-e2e-"));
@@ -155,6 +156,16 @@ allowed_origins = ["${appOrigin}"]
   // The app's origin: the built client, the test page, and a resource server.
   appServer = createServer(async (req, res) => {
     const url = new URL(req.url, appOrigin);
+    if (url.pathname === "/api/stale") {
+      // Refuses the first token it sees (as after a role change), accepts any later valid one.
+      const auth = req.headers.authorization ?? "";
+      const first = staleSeen === null;
+      if (first) staleSeen = auth;
+      const r = await fetch(issuer + "/v1/authorize?aud=api", { headers: { authorization: auth } });
+      const ok = !first && auth !== staleSeen && r.status === 200;
+      res.writeHead(ok ? 200 : 401, { "content-type": "application/json" }).end("{}");
+      return;
+    }
     if (url.pathname === "/api/me") {
       const r = await fetch(issuer + "/v1/authorize?aud=api", {
         headers: req.headers.authorization ? { authorization: req.headers.authorization } : {},
@@ -246,9 +257,14 @@ test("token mode cross-origin: password grant, refresh and revocation through CO
         const first = await (await client.fetch("/api/me")).json();
         const before = await client.getAccessToken();
         await client.refresh();
-        const afterRefresh = await client.getAccessToken();
+        let afterRefresh = await client.getAccessToken();
         const second = await (await client.fetch("/api/me")).json();
+        // A 401 from the API: one refresh through CORS, then the request once more.
+        const presentedBefore = window.presented.length;
+        const stale = (await client.fetch("/api/stale")).status;
+        const retryRefreshed = window.presented.length === presentedBefore + 1;
         // The pending PKCE login sits in sessionStorage: no token there (checked below).
+        afterRefresh = await client.getAccessToken();
         const url = await client.authorizeUrl();
         await client.logout();
         const revokedStatus = (await fetch("/api/me", { headers: { authorization: "Bearer " + afterRefresh } })).status;
@@ -258,7 +274,7 @@ test("token mode cross-origin: password grant, refresh and revocation through CO
         } catch (e) {
           error = e.code;
         }
-        return { first, second, changed: before !== afterRefresh, presented: window.presented, url, revokedStatus, error };
+        return { first, second, stale, retryRefreshed, changed: before !== afterRefresh, presented: window.presented, url, revokedStatus, error };
       },
       { issuer },
     );
@@ -266,7 +282,10 @@ test("token mode cross-origin: password grant, refresh and revocation through CO
     assert.equal(result.second.user, "alice");
     assert.equal(result.second.sid, result.first.sid, "the same token session after rotation");
     assert.ok(result.changed, "the refresh gave a new access token");
-    assert.equal(result.presented.length, 1);
+    assert.equal(result.stale, 200, "fetch retried after the 401 with a refreshed token");
+    assert.ok(result.retryRefreshed, "the 401 caused exactly one refresh");
+    assert.equal(result.presented.length, 2);
+    assert.equal(new Set(result.presented).size, 2);
     assert.ok(result.url.startsWith(issuer + "/oauth/authorize?"));
     assert.equal(result.revokedStatus, 401, "logout revoked the session at Latchkey");
     assert.equal(result.error, "login_required");
