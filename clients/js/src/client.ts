@@ -300,9 +300,14 @@ export class LatchkeyClient {
     let held: Tokens | null = null;
     await this.serial(() =>
       this.locked(async () => {
-        if (this.coordinated) await this.sync();
+        let newest = this.gen;
+        if (this.coordinated) {
+          // Best effort: get the newest tokens to revoke; forget in any case (fail closed).
+          newest = Math.max(newest, await this.maxGen());
+          await this.sync().catch(() => undefined);
+        }
         held = this.tokens;
-        this.forgetAll();
+        this.forgetAll(newest);
       }),
     );
     const t = held as Tokens | null;
@@ -492,10 +497,10 @@ export class LatchkeyClient {
     if (this.channel) this.channel.postMessage(m);
   }
 
-  private forgetAll(): void {
-    const gen = this.gen;
+  /** Forgets here and tells every tab holding generation `gen` or older to forget too. */
+  private forgetAll(gen: number = this.gen): void {
     this.forgetLocal();
-    this.post({ t: "logout", gen });
+    this.post({ t: "logout", gen: Math.max(gen, this.gen) });
   }
 
   private forgetLocal(): void {

@@ -148,6 +148,10 @@ test("a tab that cannot get the newest tokens refuses to refresh instead of pres
     assert.equal(refreshes(b.server).length, 0, "nothing presented");
     // A new tab joining then finds no tokens (and can log in itself) rather than failing.
     assert.equal(await b.tab({ syncTimeout: 100 }).join(), false);
+    // Logging out still forgets (fail closed), and tells the tab with the newer tokens too.
+    await x.logout();
+    assert.equal(x.authenticated, false);
+    assert.ok(b.hub.sent.some((m) => m.t === "logout" && m.gen === 99), "the logout names the newest generation");
     release();
   } finally {
     b.close();
