@@ -99,11 +99,14 @@ async function waitReady(url, child, log) {
 const MIME = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".map": "application/json" };
 
 let dir, issuer, appOrigin, appServer, browser, latchkeyLog = "";
+// The same pages from an origin that no client lists: the browser must keep Latchkey's answers from it.
+let strangerOrigin, strangerServer;
 let staleSeen = null;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "latchkey-js-e2e-"));
-  const [lkPort, appPort] = [await freePort(), await freePort()];
+  const [lkPort, appPort, strangerPort] = [await freePort(), await freePort(), await freePort()];
+  strangerOrigin = `http://127.0.0.1:${strangerPort}`;
   issuer = `http://127.0.0.1:${lkPort}`;
   appOrigin = `http://127.0.0.1:${appPort}`;
   const config = join(dir, "latchkey.toml");
@@ -183,6 +186,8 @@ allowed_origins = ["${appOrigin}"]
     res.end(readFileSync(file));
   });
   await new Promise((ok) => appServer.listen(appPort, "127.0.0.1", ok));
+  strangerServer = createServer((req, res) => appServer.emit("request", req, res));
+  await new Promise((ok) => strangerServer.listen(strangerPort, "127.0.0.1", ok));
 
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -203,15 +208,16 @@ after(async () => {
     if (browser) await browser.close();
   } finally {
     if (appServer) await new Promise((ok) => appServer.close(ok));
+    if (strangerServer) await new Promise((ok) => strangerServer.close(ok));
     stopChildren();
     if (dir) rmSync(dir, { recursive: true, force: true });
   }
 });
 
-async function appPage(context) {
+async function appPage(context, origin = appOrigin) {
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
-  await page.goto(appOrigin + "/");
+  await page.goto(origin + "/");
   await page.waitForFunction(() => window.ready === true);
   return page;
 }
@@ -292,6 +298,14 @@ test("token mode cross-origin: password grant, refresh and revocation through CO
     const dump = await page.evaluate(() => window.storageDump());
     assert.deepEqual(Object.keys(dump.sessionStorage), ["latchkey.pending.spa"]);
     await assertNothingStored([page]);
+
+    // Control: from an origin no client lists, the browser keeps the token response from the page.
+    const stranger = await appPage(context, strangerOrigin);
+    const refused = await stranger.evaluate(
+      (issuer) => window.passwordLogin(issuer, "alice", "correct horse battery staple").then(() => "ok", (e) => e.name),
+      issuer,
+    );
+    assert.equal(refused, "TypeError", "CORS blocks an unlisted origin");
   } finally {
     await context.close();
   }
