@@ -20,3 +20,16 @@ else
 fi
 
 cargo test --workspace --all-targets "$@"
+
+# --- JavaScript client (clients/js) -------------------------------------------------------------
+# Unit tests (node --test) and the headless-Chromium end-to-end test against a real latchkey.
+# Needs Node >= 20 and npm (devDependencies pinned by clients/js/package-lock.json, `npm ci`). The
+# browser test says SKIPPED without /usr/bin/chromium, unless LATCHKEY_REQUIRE_BROWSER=1 (CI).
+if command -v npm >/dev/null; then
+  (cd clients/js && npm ci --no-audit --no-fund && npm test)
+elif [ "${LATCHKEY_REQUIRE_BROWSER:-0}" = "1" ]; then
+  echo "test: npm is required for the JS client tests here (LATCHKEY_REQUIRE_BROWSER=1)" >&2
+  exit 1
+else
+  echo "test: SKIPPED: JS client tests (clients/js): npm not found" >&2
+fi
