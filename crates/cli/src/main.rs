@@ -128,7 +128,10 @@ const SERVE_EXIT_CODES: &str = "Exit codes: 0 stopped by Ctrl-C or SIGTERM after
 /// Adds [`EXIT_CODES`] under the help of every command that does something (not the groups),
 /// unless it states its own.
 fn with_exit_codes(command: clap::Command) -> clap::Command {
-    let leaf = !command.has_subcommands() && command.get_after_help().is_none();
+    let states_its_own = command
+        .get_after_help()
+        .is_some_and(|h| h.to_string().contains("Exit codes:"));
+    let leaf = !command.has_subcommands() && !states_its_own;
     let command = command.mut_subcommands(with_exit_codes);
     if !leaf {
         return command;

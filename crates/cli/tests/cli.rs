@@ -284,7 +284,12 @@ fn help_explains_commands_and_exit_codes() {
             out.stdout
         );
         assert!(out.stdout.contains("--config"), "{path:?} --help");
-        if path != ["user"] {
+        if path == ["serve"] {
+            // serve has its own: no users or sessions to look up, a port that may be taken.
+            assert!(out.stdout.contains("Exit codes: 0 stopped"), "serve --help");
+            assert!(out.stdout.contains("port in use"), "serve --help");
+            assert!(!out.stdout.contains("no such user"), "serve --help");
+        } else if path != ["user"] {
             assert!(out.stdout.contains("Exit codes: 0 ok"), "{path:?} --help");
         }
     }
@@ -823,6 +828,19 @@ fn config_check_shows_where_values_come_from() {
 }
 
 #[test]
+fn a_port_in_use_is_reported_before_the_store_is_touched() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    env.run_with(&["serve"], None, &[("LATCHKEY_LISTEN", &addr)])
+        .fails(1, &format!("cannot listen on `listen` = {addr}"));
+    assert!(
+        !env.path().join("latchkey.db").exists(),
+        "no store (and no signing key) was created for a server that could not start"
+    );
+}
+
+#[test]
 fn an_unreachable_store_is_one_line_and_exit_1() {
     let env = Env::new();
     std::fs::write(
@@ -844,7 +862,8 @@ fn an_unreachable_store_is_one_line_and_exit_1() {
         &["keys", "list"],
         &["keys", "rotate"],
     ] {
-        env.run(args)
+        // Any free port: `serve` binds before it opens the store.
+        env.run_with(args, None, &[("LATCHKEY_LISTEN", "127.0.0.1:0")])
             .fails(1, "cannot open the database /nonexistent-dir/x.db");
     }
     for args in [
