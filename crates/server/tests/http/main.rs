@@ -19,6 +19,7 @@ mod nginx;
 mod oauth_token;
 mod observability;
 mod ratelimit;
+mod rejections;
 mod revoke;
 mod rotation;
 mod sessions;

@@ -305,10 +305,15 @@ async fn with_a_metrics_token_metrics_need_it() {
     let mut config = test_config();
     config.metrics_token = Some(latchkey_server::config::Redacted(token.into()));
     let app = TestApp::with_config(config).await;
-    app.get("/metrics", &[]).await.assert_error(401, "unauthorized");
-    app.get("/metrics", &[("authorization", "Bearer metrics-token-012345678")])
+    app.get("/metrics", &[])
         .await
         .assert_error(401, "unauthorized");
+    app.get(
+        "/metrics",
+        &[("authorization", "Bearer metrics-token-012345678")],
+    )
+    .await
+    .assert_error(401, "unauthorized");
     app.get("/metrics", &[("authorization", &format!("Basic {token}"))])
         .await
         .assert_error(401, "unauthorized");
@@ -377,8 +382,15 @@ async fn crafted_request_ids_never_reach_the_log() {
         logs.contains(&format!("request_id={kept}")),
         "the scan saw no request spans"
     );
-    for marker in ["forged-000", "user banned user_id=forged", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
-        assert!(!logs.contains(marker), "a crafted request id was logged: {marker}");
+    for marker in [
+        "forged-000",
+        "user banned user_id=forged",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        assert!(
+            !logs.contains(marker),
+            "a crafted request id was logged: {marker}"
+        );
     }
 }
 

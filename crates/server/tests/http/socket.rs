@@ -422,7 +422,11 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
     let (seen, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
     assert!(closed, "still open after 5 s");
     assert_eq!(seen, "", "a silent connection gets no answer");
-    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,7 +472,11 @@ async fn a_body_that_stalls_gets_408_and_the_connection_is_closed() {
     let body = &seen[seen.find("\r\n\r\n").expect("head") + 4..];
     let body: serde_json::Value = serde_json::from_str(body).expect("JSON error body");
     assert_eq!(body["error"], "request_timeout");
-    assert!(body["error_description"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,7 +542,10 @@ async fn connection_caps_close_extra_connections_at_once() {
     // The fourth from that address is closed at once.
     let mut fourth = connect_from(&server, [127, 0, 0, 11]).await;
     let (seen, closed) = read_to_close(&mut fourth, Duration::from_secs(2)).await;
-    assert!(closed && seen.is_empty(), "per-address cap not enforced: {seen:?}");
+    assert!(
+        closed && seen.is_empty(),
+        "per-address cap not enforced: {seen:?}"
+    );
     // Another address still gets in, up to the global cap of 5 ...
     let mut from_b = Vec::new();
     for _ in 0..2 {
@@ -546,10 +557,17 @@ async fn connection_caps_close_extra_connections_at_once() {
     // ... and not beyond it, whatever the address.
     let mut sixth = connect_from(&server, [127, 0, 0, 13]).await;
     let (seen, closed) = read_to_close(&mut sixth, Duration::from_secs(2)).await;
-    assert!(closed && seen.is_empty(), "global cap not enforced: {seen:?}");
+    assert!(
+        closed && seen.is_empty(),
+        "global cap not enforced: {seen:?}"
+    );
     // The kept connections still work.
     from_a[0].write_all(HEALTHZ).await.expect("write");
-    assert!(read_response(&mut from_a[0]).await.starts_with("HTTP/1.1 200"));
+    assert!(
+        read_response(&mut from_a[0])
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
     assert!(refused("max_connections_per_ip") >= per_ip_before + 1.0);
     assert!(refused("max_connections") >= global_before + 1.0);
 
@@ -640,6 +658,9 @@ async fn shutdown_closes_idle_connections_finishes_requests_and_stops_within_the
         .expect("task")
         .expect("io");
     let took = stopped_at.elapsed();
-    assert!(took >= Duration::from_millis(1_800) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1_800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     drop(stream);
 }
