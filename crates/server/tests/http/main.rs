@@ -18,6 +18,7 @@ mod keys;
 mod nginx;
 mod oauth_token;
 mod observability;
+mod proxy;
 mod ratelimit;
 mod rejections;
 mod revoke;
