@@ -1008,6 +1008,62 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_proxies_and_metrics_token() {
+        let c = load("", &[]).expect("loads").config;
+        assert_eq!(c.server.header_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.server.keep_alive_idle.0, Duration::from_secs(75));
+        assert_eq!(c.server.body_read_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.max_connections_per_ip, 128);
+        assert!(c.trusted_proxies.is_empty());
+        assert!(c.metrics_token.is_none());
+
+        let c = load(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[server]\nkeep_alive_idle = \"2m\"",
+            &[("LATCHKEY_SERVER__MAX_CONNECTIONS_PER_IP", "0")],
+        )
+        .expect("loads")
+        .config;
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
+        assert_eq!(c.server.keep_alive_idle.0, Duration::from_secs(120));
+        assert_eq!(c.server.max_connections_per_ip, 0);
+
+        for (toml, key) in [
+            (
+                "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                "trusted_proxies[1]",
+            ),
+            (
+                "trusted_proxies = [\"proxy.internal\"]",
+                "trusted_proxies[0]",
+            ),
+            (
+                "[server]\nheader_read_timeout = \"0s\"",
+                "server.header_read_timeout",
+            ),
+            (
+                "[server]\nbody_read_timeout = \"2h\"",
+                "server.body_read_timeout",
+            ),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nmax_connections = 10\nmax_connections_per_ip = 11",
+                "server.max_connections_per_ip",
+            ),
+            ("metrics_token = \"short\"", "metrics_token"),
+            ("[server]\nidle = \"1s\"", "idle"),
+        ] {
+            let err = load(toml, &[]).expect_err(toml).to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = load("metrics_token = \"metrics-token-0123456789\"", &[])
+            .expect("loads")
+            .config;
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serialises"));
+        assert!(!shown.contains("metrics-token-0123456789"));
+    }
+
+    #[test]
     fn rates_parse() {
         assert_eq!(
             parse_rate("5/s"),
