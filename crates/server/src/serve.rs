@@ -79,7 +79,13 @@ pub async fn run(
             Ok(slot) => slot,
             Err(reason) => {
                 metrics::connection_refused(reason);
-                tracing::debug!(%peer, reason, "connection refused: cap reached");
+                if caps.should_warn(Instant::now()) {
+                    tracing::warn!(
+                        %peer,
+                        reason,
+                        "connection refused: cap reached (behind a proxy, list it in trusted_proxies); further refusals are not logged for 10 s"
+                    );
+                }
                 drop(stream);
                 continue;
             }
@@ -355,7 +361,11 @@ struct Caps {
     trusted: TrustedProxies,
     open: AtomicUsize,
     per_ip: Mutex<HashMap<String, usize>>,
+    /// When a refusal was last logged: at most one warning per [`WARN_EVERY`].
+    last_warning: Mutex<Option<Instant>>,
 }
+
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// One open connection's place under the caps, given back when dropped.
 struct Slot {
@@ -371,7 +381,17 @@ impl Caps {
             trusted: state.trusted_proxies.clone(),
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            last_warning: Mutex::new(None),
         }
+    }
+
+    fn should_warn(&self, now: Instant) -> bool {
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now < t + WARN_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Result<Slot, &'static str> {
