@@ -117,20 +117,14 @@ pub async fn run(
 struct Settings {
     header_read_timeout: Duration,
     keep_alive_idle: Duration,
-    /// How often a connection checks its deadlines.
-    tick: Duration,
 }
 
 impl Settings {
     fn new(state: &AppState) -> Self {
         let s = &state.config.server;
-        let (header_read_timeout, keep_alive_idle) = (s.header_read_timeout.0, s.keep_alive_idle.0);
-        let tick = (header_read_timeout.min(keep_alive_idle) / 8)
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         Self {
-            header_read_timeout,
-            keep_alive_idle,
-            tick,
+            header_read_timeout: s.header_read_timeout.0,
+            keep_alive_idle: s.keep_alive_idle.0,
         }
     }
 }
@@ -174,10 +168,18 @@ impl Connection {
         });
         let connection = self.http.serve_connection(io, service);
         tokio::pin!(connection);
-        let mut tick = tokio::time::interval(self.settings.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         loop {
+            // The next deadline, recomputed whenever the connection's state changes.
+            let deadline = match activity.due(&self.settings) {
+                Some((reason, at)) if Instant::now() >= at => {
+                    metrics::connection_timed_out(reason);
+                    tracing::debug!(peer = %self.peer, reason, "connection closed: timeout");
+                    // Dropping the connection closes the socket.
+                    break;
+                }
+                due => due.map(|(_, at)| at),
+            };
             tokio::select! {
                 result = connection.as_mut() => {
                     if let Err(e) = result {
@@ -185,14 +187,8 @@ impl Connection {
                     }
                     break;
                 }
-                _ = tick.tick() => {
-                    if let Some(reason) = activity.expired(Instant::now(), &self.settings) {
-                        metrics::connection_timed_out(reason);
-                        tracing::debug!(peer = %self.peer, reason, "connection closed: timeout");
-                        // Dropping the connection closes the socket.
-                        break;
-                    }
-                }
+                () = sleep_until_some(deadline) => {}
+                () = activity.changed.notified() => {}
                 _ = self.stop.changed(), if !stopping => {
                     stopping = true;
                     // Idle connections close now; a request in progress finishes first.
@@ -203,8 +199,19 @@ impl Connection {
     }
 }
 
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a connection is doing, for its deadlines.
-struct Activity(Mutex<ActivityState>);
+struct Activity {
+    state: Mutex<ActivityState>,
+    /// Woken when a change may move the deadline (a request ends, a head begins).
+    changed: tokio::sync::Notify,
+}
 
 struct ActivityState {
     accepted: Instant,
@@ -217,23 +224,28 @@ struct ActivityState {
 
 impl Activity {
     fn new(now: Instant) -> Self {
-        Self(Mutex::new(ActivityState {
-            accepted: now,
-            in_flight: 0,
-            requests: 0,
-            idle_since: now,
-            head_started: None,
-        }))
+        Self {
+            state: Mutex::new(ActivityState {
+                accepted: now,
+                in_flight: 0,
+                requests: 0,
+                idle_since: now,
+                head_started: None,
+            }),
+            changed: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ActivityState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bytes_read(&self) {
         let mut s = self.lock();
         if s.in_flight == 0 && s.head_started.is_none() {
             s.head_started = Some(Instant::now());
+            drop(s);
+            self.changed.notify_one();
         }
     }
 
@@ -247,21 +259,21 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    fn expired(&self, now: Instant, settings: &Settings) -> Option<&'static str> {
+    /// Why and when the connection is to be closed next; none while a request is in
+    /// progress.
+    fn due(&self, settings: &Settings) -> Option<(&'static str, Instant)> {
         let s = self.lock();
         if s.in_flight > 0 {
             return None;
         }
-        if s.requests == 0 {
+        Some(if s.requests == 0 {
             // The first request's head is due within the timeout of the connection's start.
-            return (now >= s.accepted + settings.header_read_timeout).then_some("header_read");
-        }
-        match s.head_started {
-            Some(started) => {
-                (now >= started + settings.header_read_timeout).then_some("header_read")
-            }
-            None => (now >= s.idle_since + settings.keep_alive_idle).then_some("keep_alive_idle"),
-        }
+            ("header_read", s.accepted + settings.header_read_timeout)
+        } else if let Some(started) = s.head_started {
+            ("header_read", started + settings.header_read_timeout)
+        } else {
+            ("keep_alive_idle", s.idle_since + settings.keep_alive_idle)
+        })
     }
 }
 
@@ -273,6 +285,8 @@ impl Drop for InFlight {
         s.in_flight = s.in_flight.saturating_sub(1);
         s.idle_since = Instant::now();
         s.head_started = None;
+        drop(s);
+        self.0.changed.notify_one();
     }
 }
 
