@@ -80,10 +80,14 @@ pub async fn run(
             Err(reason) => {
                 metrics::connection_refused(reason);
                 if caps.should_warn(Instant::now()) {
+                    let hint = if reason == "max_connections_per_ip" {
+                        " (a reverse proxy belongs in trusted_proxies)"
+                    } else {
+                        ""
+                    };
                     tracing::warn!(
                         %peer,
-                        reason,
-                        "connection refused: cap reached (behind a proxy, list it in trusted_proxies); further refusals are not logged for 10 s"
+                        "connection refused: server.{reason} reached{hint}; further refusals are counted in latchkey_connections_refused_total, not logged, for 10 s"
                     );
                 }
                 drop(stream);
