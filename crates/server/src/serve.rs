@@ -57,7 +57,8 @@ pub async fn run(
     let caps = Arc::new(Caps::new(state));
     let grace = state.config.shutdown_grace.0;
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.max_buf_size(MAX_HEAD_BYTES);
+    // Our own deadlines replace hyper's header timeout (see the module documentation).
+    http.max_buf_size(MAX_HEAD_BYTES).header_read_timeout(None);
     let http = Arc::new(http);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
