@@ -26,9 +26,15 @@ pub struct Config {
     pub redis_prefix: String,
     pub admin_token: Option<Redacted>,
     pub feed_token: Option<Redacted>,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`.
+    pub metrics_token: Option<Redacted>,
     pub signup: bool,
     /// Absent: the issuer's origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// Peers (CIDR ranges) whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Connection timeouts and caps.
+    pub server: ServerConfig,
     pub access_token: AccessTokenConfig,
     pub refresh: RefreshConfig,
     pub session: SessionConfig,
@@ -52,8 +58,11 @@ impl Default for Config {
             redis_prefix: "latchkey:".into(),
             admin_token: None,
             feed_token: None,
+            metrics_token: None,
             signup: true,
             allowed_origins: None,
+            trusted_proxies: Vec::new(),
+            server: ServerConfig::default(),
             access_token: AccessTokenConfig::default(),
             refresh: RefreshConfig::default(),
             session: SessionConfig::default(),
@@ -64,6 +73,38 @@ impl Default for Config {
             bff: BffConfig::default(),
             log: LogConfig::default(),
             shutdown_grace: Ttl(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// Connection handling: how long a client may take, and how many connections it may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A request's header block must arrive within this long of its first byte (and a new
+    /// connection must send its first request's headers within this long); else the
+    /// connection is closed.
+    pub header_read_timeout: Ttl,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub keep_alive_idle: Ttl,
+    /// A request body must be read in full within this long of its headers; else 408. Not
+    /// applied to the BFF proxy's routes (which stream).
+    pub body_read_timeout: Ttl,
+    /// Open connections over all clients; one more is closed at once.
+    pub max_connections: usize,
+    /// Open connections per client address (per /64 for IPv6); `0` = no cap. Peers in
+    /// `trusted_proxies` are exempt (they carry many clients).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Ttl(Duration::from_secs(10)),
+            keep_alive_idle: Ttl(Duration::from_secs(75)),
+            body_read_timeout: Ttl(Duration::from_secs(30)),
+            max_connections: 10_000,
+            max_connections_per_ip: 128,
         }
     }
 }
@@ -452,8 +493,16 @@ const KNOWN_KEYS: &[&str] = &[
     "redis_prefix",
     "admin_token",
     "feed_token",
+    "metrics_token",
     "signup",
     "allowed_origins",
+    "trusted_proxies",
+    "server",
+    "server.header_read_timeout",
+    "server.keep_alive_idle",
+    "server.body_read_timeout",
+    "server.max_connections",
+    "server.max_connections_per_ip",
     "clients",
     "bff",
     "bff.routes",
@@ -694,6 +743,17 @@ impl Config {
         {
             return Err(invalid("admin_token", "must be at least 16 characters"));
         }
+        if let Some(t) = &self.metrics_token
+            && t.expose().len() < 16
+        {
+            return Err(invalid("metrics_token", "must be at least 16 characters"));
+        }
+        for (i, entry) in self.trusted_proxies.iter().enumerate() {
+            if let Err(message) = crate::net::parse_cidr(entry) {
+                return Err(invalid(format!("trusted_proxies[{i}]"), message));
+            }
+        }
+        self.server.validate()?;
         let p = &self.password;
         if p.min_length == 0 || p.min_length > p.max_length || p.max_length < 1024 {
             return Err(invalid(
@@ -778,6 +838,36 @@ impl Config {
             }
         }
         crate::bff::validate(&self.bff)?;
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, ttl, max) in [
+            ("server.header_read_timeout", self.header_read_timeout, 300),
+            ("server.keep_alive_idle", self.keep_alive_idle, 3600),
+            ("server.body_read_timeout", self.body_read_timeout, 3600),
+        ] {
+            if ttl.0.is_zero() || ttl.0 > Duration::from_secs(max) {
+                return Err(invalid(
+                    key,
+                    format!("must be longer than zero and at most {max}s"),
+                ));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                "must be at most server.max_connections (0 = no per-address cap)",
+            ));
+        }
         Ok(())
     }
 }
@@ -1045,6 +1135,62 @@ mod tests {
                 "{key} missing from KNOWN_KEYS"
             );
         }
+    }
+
+    #[test]
+    fn server_limits_proxies_and_metrics_token() {
+        let c = load("", &[]).expect("loads").config;
+        assert_eq!(c.server.header_read_timeout.0, Duration::from_secs(10));
+        assert_eq!(c.server.keep_alive_idle.0, Duration::from_secs(75));
+        assert_eq!(c.server.body_read_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.max_connections_per_ip, 128);
+        assert!(c.trusted_proxies.is_empty());
+        assert!(c.metrics_token.is_none());
+
+        let c = load(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n[server]\nkeep_alive_idle = \"2m\"",
+            &[("LATCHKEY_SERVER__MAX_CONNECTIONS_PER_IP", "0")],
+        )
+        .expect("loads")
+        .config;
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8", "::1"]);
+        assert_eq!(c.server.keep_alive_idle.0, Duration::from_secs(120));
+        assert_eq!(c.server.max_connections_per_ip, 0);
+
+        for (toml, key) in [
+            (
+                "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                "trusted_proxies[1]",
+            ),
+            (
+                "trusted_proxies = [\"proxy.internal\"]",
+                "trusted_proxies[0]",
+            ),
+            (
+                "[server]\nheader_read_timeout = \"0s\"",
+                "server.header_read_timeout",
+            ),
+            (
+                "[server]\nbody_read_timeout = \"2h\"",
+                "server.body_read_timeout",
+            ),
+            ("[server]\nmax_connections = 0", "server.max_connections"),
+            (
+                "[server]\nmax_connections = 10\nmax_connections_per_ip = 11",
+                "server.max_connections_per_ip",
+            ),
+            ("metrics_token = \"short\"", "metrics_token"),
+            ("[server]\nidle = \"1s\"", "idle"),
+        ] {
+            let err = load(toml, &[]).expect_err(toml).to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let c = load("metrics_token = \"metrics-token-0123456789\"", &[])
+            .expect("loads")
+            .config;
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serialises"));
+        assert!(!shown.contains("metrics-token-0123456789"));
     }
 
     #[test]

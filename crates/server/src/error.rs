@@ -1,5 +1,6 @@
 //! One error type for every endpoint, mapped to the standard body
 //! `{"error": "<code>", "error_description": "<text>"}` in one place.
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_store::StoreError;
@@ -34,6 +35,10 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body is larger than 65536 bytes")]
     PayloadTooLarge,
+    /// The request body did not arrive within `server.body_read_timeout` (408; the
+    /// connection is closed).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -72,6 +77,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +102,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
@@ -138,6 +145,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ApiError::RequestTimeout => {
+                // The rest of the body may still be on its way: never read it as a request.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
@@ -150,6 +161,28 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+/// A path parameter that does not decode (e.g. `%FF` where text is expected).
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        match e {
+            PathRejection::FailedToDeserializePathParams(_) => {
+                ApiError::InvalidRequest("a path parameter is not valid".into())
+            }
+            // Only when a route was built wrongly: a bug, not bad input.
+            other => ApiError::Internal(format!("path parameters: {other}")),
+        }
+    }
+}
+
+/// A query string that does not deserialize (wrong type, bad percent-encoding).
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        // The message names the field and the problem; the body_text never holds a secret
+        // that the query string did not already show in the URL.
+        ApiError::InvalidRequest(format!("the query string is not valid: {}", e.body_text()))
     }
 }
 

@@ -1,14 +1,25 @@
-//! Request body extractors that turn every malformed input into the standard 4xx body
-//! (axum's own rejections would answer 422 or plain text).
+//! Extractors that turn every malformed input into the standard 4xx body (axum's own
+//! rejections would answer 422 or plain text): request bodies, and [`Path`] and [`Query`],
+//! which handlers use instead of axum's.
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 /// Request bodies above this size get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `axum::extract::Path` with the standard error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` with the standard error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state)
@@ -16,6 +27,8 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if crate::serve::is_body_timeout(&e) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::InvalidRequest("could not read the request body".into())
             }

@@ -22,6 +22,7 @@ pub mod net;
 pub mod password;
 pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub mod state;
 
 use crate::error::ApiError;
@@ -45,6 +46,7 @@ pub use state::AppState;
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let body_read_timeout = state.config.server.body_read_timeout.0;
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(metrics::render))
@@ -72,6 +74,8 @@ pub fn app(state: AppState) -> Router {
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/revoke", post(routes::oauth::revoke))
         .route("/v1/session/token", post(routes::session_token::mint))
+        // Every route above, not the fallback: the BFF proxy streams bodies under its own limits.
+        .route_layer(serve::body_timeout_layer(body_read_timeout))
         // The BFF proxy's routes (and the demo page), else 404; see src/bff.
         .fallback(bff::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -104,6 +108,32 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // First of all: a request id the client chose is kept only if it is harmless in logs.
+        .layer(tower::util::MapRequestLayer::new(drop_unsafe_request_id))
+}
+
+/// Removes an `x-request-id` that is not 1-64 characters of `[A-Za-z0-9._-]` (or that comes
+/// more than once), so that one is generated instead: the id is logged with every line of
+/// its request, and a crafted one could otherwise forge log lines.
+fn drop_unsafe_request_id(mut request: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    let mut values = request.headers().get_all("x-request-id").iter();
+    let keep = match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => is_safe_request_id(value.as_bytes()),
+        _ => false,
+    };
+    if !keep {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
+/// 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn is_safe_request_id(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Opens the store the configuration names (`database`, and `redis` when set), migrating it.
@@ -188,33 +218,20 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     for warning in &state.warnings {
         tracing::warn!("{warning}");
     }
+    if state.config.metrics_token.is_none() && !state.config.listen.ip().is_loopback() {
+        tracing::warn!(
+            "GET /metrics is open to anyone who can reach {}: set metrics_token, or block /metrics at the proxy",
+            state.config.listen
+        );
+    }
     // Read the revocation log once before the first request: until then forward auth fails
     // closed (503), although /readyz already says ready. The follower retries if this fails.
     if let Err(e) = state.follower.poll_once(&state).await {
         tracing::warn!(error = %e, "cannot read the revocation log yet; will retry");
     }
     spawn_background_tasks(&state);
-    let grace = state.config.shutdown_grace.0;
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     // In-flight requests get `shutdown_grace` to finish; then the process stops anyway.
-    let deadline = async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(grace).await;
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "in-flight requests did not finish in time; stopping"
-        );
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => Ok(()),
-    }
+    serve::run(listener, app(state.clone()), &state, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -21,7 +21,7 @@ pub async fn check_credentials(
     username: &str,
     password: &str,
 ) -> Result<Result<User, LoginRefused>, ApiError> {
-    state.throttles.login_per_ip.check(&peer.ip)?;
+    state.throttles.login_per_ip.check(&peer.throttle_key)?;
     let normalized = Username::parse(username).ok();
     // Throttle by the normalised name so look-alike spellings share one bucket.
     let account_key = normalized.as_ref().map_or(username, |u| u.as_str());

@@ -1,9 +1,12 @@
 //! Prometheus metrics: one process-wide recorder, an HTTP middleware for request counts and
 //! latencies per route, a store wrapper for store latency and errors, and named counters for
 //! the security-relevant events (logins, rotations, reuse, revocations, throttling).
+use crate::auth::{bearer_token, secrets_equal};
+use crate::error::ApiError;
+use crate::state::AppState;
 use async_trait::async_trait;
-use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{
@@ -40,8 +43,13 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// `GET /metrics`
-pub async fn render() -> Response {
+/// `GET /metrics`; with `metrics_token` configured, only for `Authorization: Bearer <it>`.
+pub async fn render(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.config.metrics_token
+        && !secrets_equal(expected.expose(), bearer_token(&headers).unwrap_or(""))
+    {
+        return ApiError::Unauthorized("the metrics token is missing or wrong").into_response();
+    }
     let mut response = handle().render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -56,7 +64,7 @@ pub async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     // The fallback (the BFF) has no matched path; it names its route on the response.
@@ -69,11 +77,26 @@ pub async fn track(request: Request, next: Next) -> Response {
         })
         .unwrap_or_else(|| "unmatched".to_string());
     let status = response.status().as_u16().to_string();
-    metrics::counter!("latchkey_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    metrics::counter!("latchkey_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("latchkey_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label from a fixed set: a client inventing methods must not create
+/// label values (every one would be kept, and rendered, for the life of the process).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 /// A route label set on a response by handlers outside the router's own routes (a BFF
@@ -103,6 +126,22 @@ pub fn session_token_minted() {
 
 pub fn rate_limited(throttle: &'static str) {
     metrics::counter!("latchkey_rate_limited_total", "throttle" => throttle).increment(1);
+}
+
+/// A connection closed at once because a cap was reached (`reason`: `max_connections` or
+/// `max_connections_per_ip`).
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!("latchkey_connections_refused_total", "reason" => reason).increment(1);
+}
+
+/// A connection closed by a timeout (`reason`: `header_read`, `keep_alive_idle`).
+pub fn connection_timed_out(reason: &'static str) {
+    metrics::counter!("latchkey_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+/// Open client connections of this instance.
+pub fn connections_open(count: usize) {
+    metrics::gauge!("latchkey_connections_open").set(count as f64);
 }
 
 pub fn sessions_live(count: u64) {

@@ -28,6 +28,8 @@ pub struct Inner {
     pub clients: HashMap<String, ClientConfig>,
     pub cookie: CookieSettings,
     pub allowed_origins: Vec<String>,
+    /// `trusted_proxies`, parsed (see crate::net).
+    pub trusted_proxies: crate::net::TrustedProxies,
     /// Cookie sessions record activity at most this often (not on every request).
     pub touch_interval: time::Duration,
     pub admin_gate: AdminGate,
@@ -79,6 +81,7 @@ impl AppState {
         let idle = config.session.idle_timeout.as_time();
         let touch_interval = (idle / 10_i32).min(time::Duration::seconds(60));
         let config_allowed_origins = config.allowed_origins();
+        let trusted_proxies = crate::net::TrustedProxies::new(&config.trusted_proxies);
         let bff = crate::bff::Bff::new(&config).map_err(StartError::Other)?;
         Ok(Self(Arc::new(Inner {
             issuer: config.issuer(),
@@ -91,6 +94,7 @@ impl AppState {
             clients,
             cookie,
             allowed_origins: config_allowed_origins,
+            trusted_proxies,
             touch_interval,
             admin_gate: AdminGate::default(),
             follower: Follower::default(),

@@ -30,7 +30,7 @@ pub async fn sign_up(
         ));
     }
     // Each sign-up costs an Argon2 hash: throttle it like a login.
-    state.throttles.login_per_ip.check(&client.ip)?;
+    state.throttles.login_per_ip.check(&client.throttle_key)?;
     let username =
         Username::parse(&body.username).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let password = state

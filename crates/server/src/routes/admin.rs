@@ -1,9 +1,10 @@
 //! The admin API, behind `Authorization: Bearer <admin_token>`. Without an admin token in the
 //! config every admin route answers 404, as if it did not exist.
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::net::ClientInfo;
 use crate::state::AppState;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use latchkey_core::{RevokeReason, UserId};
@@ -53,12 +54,12 @@ impl FromRequestParts<AppState> for Admin {
         let peer = ClientInfo::from_request_parts(parts, state)
             .await
             .unwrap_or_else(|never| match never {});
-        if let Some(retry_after_secs) = state.admin_gate.blocked_for(&peer.ip) {
+        if let Some(retry_after_secs) = state.admin_gate.blocked_for(&peer.throttle_key) {
             return Err(ApiError::RateLimited { retry_after_secs });
         }
         let presented = crate::auth::bearer_token(&parts.headers).unwrap_or("");
         if !crate::auth::secrets_equal(expected.expose(), presented) {
-            state.admin_gate.record_failure(&peer.ip);
+            state.admin_gate.record_failure(&peer.throttle_key);
             tracing::warn!(target: "latchkey::security", ip = %peer.ip, "admin authentication failed");
             return Err(ApiError::Unauthorized(
                 "the admin token is missing or wrong",

@@ -1,10 +1,11 @@
 //! `GET /v1/revocations`: the revocation feed, as JSON pages or as Server-Sent Events.
 use crate::auth::{bearer_token, secrets_equal};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Query;
 use crate::feed::PAGE;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};

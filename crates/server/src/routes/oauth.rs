@@ -38,7 +38,7 @@ pub async fn token(
     peer: ClientInfo,
     OAuthBody(req): OAuthBody<TokenRequest>,
 ) -> ApiResult<Response> {
-    state.throttles.token_per_ip.check(&peer.ip)?;
+    state.throttles.token_per_ip.check(&peer.throttle_key)?;
     let grant_type = req
         .grant_type
         .as_deref()
@@ -235,7 +235,7 @@ pub async fn revoke(
     peer: ClientInfo,
     OAuthBody(req): OAuthBody<RevokeRequest>,
 ) -> ApiResult<Response> {
-    state.throttles.token_per_ip.check(&peer.ip)?;
+    state.throttles.token_per_ip.check(&peer.throttle_key)?;
     let client = clients::authenticate(
         &state,
         Presented {
@@ -297,7 +297,7 @@ pub async fn introspect(
     peer: ClientInfo,
     OAuthBody(req): OAuthBody<IntrospectRequest>,
 ) -> ApiResult<Response> {
-    state.throttles.token_per_ip.check(&peer.ip)?;
+    state.throttles.token_per_ip.check(&peer.throttle_key)?;
     authenticate_introspector(&state, &headers, &req)?;
     let token = req
         .token

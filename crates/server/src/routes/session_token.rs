@@ -30,7 +30,7 @@ pub async fn mint(
     peer: ClientInfo,
     JsonBody(body): JsonBody<SessionTokenRequest>,
 ) -> ApiResult<Response> {
-    state.throttles.token_per_ip.check(&peer.ip)?;
+    state.throttles.token_per_ip.check(&peer.throttle_key)?;
     // The client first: its origins decide whether this request's Origin passes the CSRF check.
     let client = state
         .clients

@@ -1,11 +1,12 @@
 //! The caller's sessions, both kinds: list, revoke one, revoke all others.
 use crate::caller::{AuthKind, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::Path;
 use crate::rfc3339;
 use crate::routes::session::cleared_cookie;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{RevokeReason, Session, SessionId, SessionKind};

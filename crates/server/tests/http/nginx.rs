@@ -1,6 +1,8 @@
 //! nginx (Debian's package) with `auth_request` in front of an upstream, asking Latchkey's
 //! `GET /v1/authorize`: no credentials → 401 and the upstream is never reached; a valid token
-//! → the upstream sees `X-Latchkey-User`; a revoked one → 401 at once.
+//! → the upstream sees `X-Latchkey-User`; a revoked one → 401 at once. And nginx as the
+//! reverse proxy in front of Latchkey itself, configured as docs/operations.md shows ("Behind
+//! a reverse proxy"): with `trusted_proxies` Latchkey sees the client's address.
 use crate::harness::*;
 use crate::socket::start;
 use std::sync::Arc;
@@ -46,8 +48,27 @@ http {{
   access_log off;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  # As in docs/operations.md, "Behind a reverse proxy" (under /latchkey/ here).
+  upstream latchkey {{
+    server {latchkey};
+    keepalive 8;
+    keepalive_timeout 60s;
+  }}
   server {{
     listen 127.0.0.1:{port};
+    client_header_timeout 10s;
+    client_body_timeout 30s;
+    client_max_body_size 64k;
+    location /latchkey/ {{
+      proxy_pass http://latchkey/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+    }}
     location = /_latchkey {{
       internal;
       proxy_pass http://{latchkey}/v1/authorize;
@@ -105,14 +126,33 @@ async fn echo_upstream(hits: Arc<AtomicUsize>) -> String {
     base
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_auth_request_in_front_of_an_upstream() {
+/// Whether nginx is here; without it the test is skipped, unless it is required.
+fn have_nginx() -> bool {
     if !std::path::Path::new(NGINX).exists() {
         assert!(
             std::env::var("LATCHKEY_REQUIRE_NGINX").as_deref() != Ok("1"),
             "nginx is required here (LATCHKEY_REQUIRE_NGINX=1) but {NGINX} is missing"
         );
         eprintln!("SKIPPED: the nginx test needs Debian's nginx (apt-get install nginx-light)");
+        return false;
+    }
+    true
+}
+
+async fn wait_for(nginx: &Nginx) {
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{}/", nginx.base)).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nginx did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_in_front_of_an_upstream() {
+    if !have_nginx() {
         return;
     }
     let latchkey = start(test_config()).await;
@@ -120,16 +160,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     let upstream = echo_upstream(hits.clone()).await;
     let nginx = start_nginx(&latchkey.base, &upstream);
     let client = reqwest::Client::new();
-    // Wait for nginx to listen.
-    let mut ready = false;
-    for _ in 0..100 {
-        if client.get(format!("{}/", nginx.base)).send().await.is_ok() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "nginx did not start");
+    wait_for(&nginx).await;
 
     // No credentials (even with a forged identity header): 401, upstream untouched.
     let r = client
@@ -202,4 +233,85 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         .expect("request");
     assert_eq!(r.status(), 401);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// The `ip` of the current session in `GET {base}/v1/sessions`.
+async fn current_session_ip(client: &reqwest::Client, base: &str, access: &str) -> String {
+    let list: serde_json::Value = client
+        .get(format!("{base}/v1/sessions"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("sessions")
+        .json()
+        .await
+        .expect("json");
+    list.as_array()
+        .expect("list")
+        .iter()
+        .find(|s| s["current"] == true)
+        .and_then(|s| s["ip"].as_str())
+        .expect("the current session's ip")
+        .to_string()
+}
+
+async fn token_via(client: &reqwest::Client, base: &str, forged_xff: Option<&str>) -> String {
+    let mut request = client.post(format!("{base}/oauth/token")).form(&[
+        ("grant_type", "password"),
+        ("username", "behind-nginx"),
+        ("password", PASSWORD),
+        ("client_id", "spa"),
+    ]);
+    if let Some(xff) = forged_xff {
+        request = request.header("x-forwarded-for", xff);
+    }
+    let r = request.send().await.expect("login");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    body["access_token"].as_str().expect("access").to_string()
+}
+
+/// Latchkey behind nginx with `trusted_proxies = ["127.0.0.1/32"]`: a client connecting to
+/// nginx from 127.0.0.2 is listed as 127.0.0.2 even when it forges `X-Forwarded-For`; a
+/// client reaching Latchkey directly cannot claim an address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_passes_the_client_address_to_latchkey() {
+    if !have_nginx() {
+        return;
+    }
+    let mut config = test_config();
+    config.trusted_proxies = vec!["127.0.0.1/32".into()];
+    let latchkey = start(config).await;
+    let upstream = echo_upstream(Arc::new(AtomicUsize::new(0))).await;
+    let nginx = start_nginx(&latchkey.base, &upstream);
+    wait_for(&nginx).await;
+    let via_nginx = format!("{}/latchkey", nginx.base);
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let r = client
+        .post(format!("{via_nginx}/v1/users"))
+        .json(&serde_json::json!({"username": "behind-nginx", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up through nginx");
+    assert_eq!(r.status(), 201);
+
+    let access = token_via(&client, &via_nginx, Some("6.6.6.6")).await;
+    assert_eq!(
+        current_session_ip(&client, &via_nginx, &access).await,
+        "127.0.0.2"
+    );
+
+    // Directly from an untrusted address: the forged header is ignored.
+    let direct = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .build()
+        .expect("client");
+    let access = token_via(&direct, &latchkey.base, Some("6.6.6.6")).await;
+    assert_eq!(
+        current_session_ip(&direct, &latchkey.base, &access).await,
+        "127.0.0.3"
+    );
 }

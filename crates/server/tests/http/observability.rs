@@ -271,3 +271,159 @@ async fn no_secret_is_ever_logged() {
         );
     }
 }
+
+fn count_where(text: &str, metric: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn made_up_methods_share_one_metric_label() {
+    let app = TestApp::new().await;
+    let before = count_where(
+        &latchkey_server::metrics::handle().render(),
+        "latchkey_http_requests_total{",
+        "method=\"other\"",
+    );
+    for i in 0..200 {
+        for path in ["/healthz", "/no-such-path"] {
+            let request = axum::http::Request::builder()
+                .method(format!("MADEUP{i}").as_str())
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            let r = app.send(request).await;
+            assert!(r.status.is_client_error(), "{}", r.status);
+        }
+    }
+    let text = latchkey_server::metrics::handle().render();
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    let after = count_where(&text, "latchkey_http_requests_total{", "method=\"other\"");
+    assert!(after >= before + 400.0, "{before} -> {after}");
+    // The standard methods keep their own labels.
+    assert!(text.contains("method=\"GET\""));
+}
+
+#[tokio::test]
+async fn with_a_metrics_token_metrics_need_it() {
+    let token = "metrics-token-0123456789";
+    let mut config = test_config();
+    config.metrics_token = Some(latchkey_server::config::Redacted(token.into()));
+    let app = TestApp::with_config(config).await;
+    app.get("/metrics", &[])
+        .await
+        .assert_error(401, "unauthorized");
+    app.get(
+        "/metrics",
+        &[("authorization", "Bearer metrics-token-012345678")],
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    app.get("/metrics", &[("authorization", &format!("Basic {token}"))])
+        .await
+        .assert_error(401, "unauthorized");
+    let r = app
+        .get("/metrics", &[("authorization", &format!("Bearer {token}"))])
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("latchkey_http_requests_total"));
+    // Without a token configured, /metrics is open (API.md).
+    let open = TestApp::new().await;
+    assert_eq!(open.get("/metrics", &[]).await.status, 200);
+}
+
+fn is_generated_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
+
+/// A request id chosen by the client is kept only when it is 1-64 of `[A-Za-z0-9._-]`;
+/// anything else is replaced by a generated one and never reaches the log. (CR, LF and other
+/// control bytes cannot reach a header at all: hyper and `HeaderValue` refuse them. What a
+/// header can carry, and what forged a log line in text format, is spaces, braces, quotes,
+/// tabs, `=` and non-ASCII bytes.)
+#[tokio::test]
+async fn crafted_request_ids_never_reach_the_log() {
+    let captured = captured_logs().clone();
+    let app = TestApp::new().await;
+    let kept = "client-req.42_Zq";
+    let r = app.get("/healthz", &[("x-request-id", kept)]).await;
+    assert_eq!(r.header("x-request-id"), Some(kept));
+
+    let forged = "x}: WARN latchkey::security: user banned user_id=forged-0001 {";
+    let crafted: Vec<Vec<u8>> = vec![
+        forged.as_bytes().to_vec(),
+        b"tab\there-forged-0002".to_vec(),
+        b"quote\"forged-0003".to_vec(),
+        "a".repeat(65).into_bytes(),
+        b"\\x1b[31mforged-0004\\n".to_vec(),
+        b"utf8-\xc3\xa9-forged-0005".to_vec(),
+        b"".to_vec(),
+    ];
+    for id in &crafted {
+        let request = axum::http::Request::builder()
+            .uri("/healthz")
+            .header(
+                "x-request-id",
+                axum::http::HeaderValue::from_bytes(id).expect("a value a header can carry"),
+            )
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let r = app.send(request).await;
+        let given = r.header("x-request-id").expect("an id");
+        assert!(is_generated_id(given), "{given:?} for {id:?}");
+    }
+    // Two ids: neither is believed.
+    let request = axum::http::Request::builder()
+        .uri("/healthz")
+        .header("x-request-id", "one-id")
+        .header("x-request-id", "other-id")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let r = app.send(request).await;
+    assert!(is_generated_id(r.header("x-request-id").expect("id")));
+
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    assert!(
+        logs.contains(&format!("request_id={kept}")),
+        "the scan saw no request spans"
+    );
+    for marker in [
+        "forged-000",
+        "user banned user_id=forged",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        assert!(
+            !logs.contains(marker),
+            "a crafted request id was logged: {marker}"
+        );
+    }
+}
+
+/// The same over a real socket, through hyper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crafted_request_id_over_a_socket_is_replaced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    captured_logs();
+    let server = crate::socket::start(test_config()).await;
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /healthz HTTP/1.1\r\nhost: latchkey\r\nconnection: close\r\nx-request-id: x}: WARN latchkey::security: user banned socket-forged {\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut seen = String::new();
+    stream.read_to_string(&mut seen).await.expect("read");
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    let id = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("x-request-id");
+    assert!(is_generated_id(id.trim()), "{id:?}");
+    let logs = String::from_utf8_lossy(&captured_logs().0.lock().expect("lock")).into_owned();
+    assert!(!logs.contains("socket-forged"));
+}
