@@ -227,6 +227,17 @@ mod redis_backend {
         };
         let now = time::OffsetDateTime::now_utc();
         let user = UserId::new();
+        store
+            .create_user(&latchkey_core::User {
+                id: user,
+                username: format!("u{}", user.0.simple()),
+                password_hash: "x".into(),
+                created_at: now,
+                banned_at: None,
+                session_epoch: 0,
+            })
+            .await
+            .expect("create user");
         let cookie = Session {
             id: SessionId::new(),
             user_id: user,
@@ -242,6 +253,7 @@ mod redis_backend {
             revoke_reason: None,
             user_agent: None,
             ip: None,
+            epoch: 0,
         };
         let family = Session {
             id: SessionId::new(),
@@ -258,11 +270,17 @@ mod redis_backend {
             issued_at: at,
         };
         let first = token(now);
-        store.create_session(&cookie, None).await.expect("create");
-        store
-            .create_session(&family, Some(&first))
-            .await
-            .expect("create");
+        assert_eq!(
+            store.create_session(&cookie, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
+        assert_eq!(
+            store
+                .create_session(&family, Some(&first))
+                .await
+                .expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         let second = token(now);
         store
             .rotate_refresh_token(&first.hash, &second, Some(&[1, 2, 3]), now)
@@ -307,7 +325,7 @@ mod redis_backend {
         kinds.dedup();
         assert_eq!(
             kinds,
-            ["feed", "feed:seq", "rt", "s", "sec", "sessions", "u"],
+            ["feed", "feed:seq", "rt", "s", "sec", "sessions", "u", "ue"],
             "{keys:?}"
         );
         let feed_ttl: i64 = redis::cmd("PTTL")
@@ -400,9 +418,21 @@ mod redis_backend {
             .await
             .expect("connect");
         let now = time::OffsetDateTime::now_utc();
+        let user = UserId::new();
+        store
+            .create_user(&latchkey_core::User {
+                id: user,
+                username: format!("u{}", user.0.simple()),
+                password_hash: "x".into(),
+                created_at: now,
+                banned_at: None,
+                session_epoch: 0,
+            })
+            .await
+            .expect("create user");
         let session = || Session {
             id: SessionId::new(),
-            user_id: UserId::new(),
+            user_id: user,
             kind: SessionKind::Token,
             client_id: Some("spa".into()),
             scope: None,
@@ -415,6 +445,7 @@ mod redis_backend {
             revoke_reason: None,
             user_agent: None,
             ip: None,
+            epoch: 0,
         };
         let revocation = Revocation {
             reason: RevokeReason::Admin,
@@ -422,7 +453,10 @@ mod redis_backend {
             access_ttl: time::Duration::minutes(15),
         };
         let before = session();
-        store.create_session(&before, None).await.expect("create");
+        assert_eq!(
+            store.create_session(&before, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         assert!(
             store
                 .revoke_session(before.id, &revocation)
@@ -499,7 +533,10 @@ mod redis_backend {
         // The data went with the server: nothing is authenticated from thin air.
         assert_eq!(store.session(before.id).await.expect("get"), None);
         let after = session();
-        store.create_session(&after, None).await.expect("create");
+        assert_eq!(
+            store.create_session(&after, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         assert!(
             store
                 .revoke_session(after.id, &revocation)
