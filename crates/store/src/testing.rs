@@ -43,6 +43,9 @@ pub struct FlakyStore {
     fail_writes_after_commit: AtomicBool,
     nth_write: Mutex<Option<NthWrite>>,
     writes: AtomicUsize,
+    /// While true, session creations wait (see [`FlakyStore::hold_session_creation`]).
+    hold_creates: tokio::sync::watch::Sender<bool>,
+    creates_waiting: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -54,7 +57,21 @@ impl FlakyStore {
             fail_writes_after_commit: AtomicBool::new(false),
             nth_write: Mutex::new(None),
             writes: AtomicUsize::new(0),
+            hold_creates: tokio::sync::watch::Sender::new(false),
+            creates_waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// While held, every `create_session` waits before it reaches the store: a login that has
+    /// read the user and verified the password stops right before its write, so a test can
+    /// land a ban or a password change exactly there, then release it.
+    pub fn hold_session_creation(&self, hold: bool) {
+        self.hold_creates.send_replace(hold);
+    }
+
+    /// Session creations waiting on the hold right now.
+    pub fn session_creations_waiting(&self) -> usize {
+        self.creates_waiting.load(Ordering::SeqCst)
     }
 
     pub fn fail_reads(&self, fail: bool) {
@@ -180,6 +197,13 @@ impl Store for FlakyStore {
         session: &Session,
         first: Option<&NewRefreshToken>,
     ) -> StoreResult<CreateOutcome> {
+        let mut held = self.hold_creates.subscribe();
+        if *held.borrow_and_update() {
+            self.creates_waiting.fetch_add(1, Ordering::SeqCst);
+            let released = held.wait_for(|hold| !*hold).await.map(|_| ());
+            self.creates_waiting.fetch_sub(1, Ordering::SeqCst);
+            released.map_err(|_| StoreError::Unavailable("test store dropped".into()))?;
+        }
         self.write(self.inner.create_session(session, first)).await
     }
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {

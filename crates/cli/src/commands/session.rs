@@ -174,9 +174,7 @@ async fn revoke_all(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
         .await
         .map_err(|e| ctx.store_error(e))?
         .map(|advanced| advanced.revoked)
-        .ok_or_else(|| {
-            not_found(format!("no such user: {spec:?} (deleted meanwhile)"))
-        })?;
+        .ok_or_else(|| not_found(format!("no such user: {spec:?} (deleted meanwhile)")))?;
     if as_json {
         return json(&json!({
             "user": {"id": user.id.to_string(), "username": user.username},

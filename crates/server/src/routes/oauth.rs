@@ -179,10 +179,8 @@ async fn refresh_grant(
         // A banned user's family, or one born before the user's current epoch (a password
         // change or "revoke all" since), is not refreshed even if its revocation was never
         // written. Reuse is still judged first: a reused token revokes its family regardless.
-        if matches!(
-            verdict,
-            Presentation::Rotate | Presentation::Replay { .. }
-        ) && !state.admitted(&session).await?
+        if matches!(verdict, Presentation::Rotate | Presentation::Replay { .. })
+            && !state.admitted(&session).await?
         {
             return Err(ApiError::InvalidGrant(
                 "the session has ended: the account was banned, its password changed or its sessions revoked".into(),
@@ -447,19 +445,21 @@ async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_
         return Ok(None);
     };
     match state.store.session(sid).await? {
-        Some(session) if session.is_live(now) && state.admitted(&session).await? => Ok(Some(serde_json::json!({
-            "active": true,
-            "token_type": "Bearer",
-            "sub": claims.sub,
-            "sid": claims.sid,
-            "client_id": claims.client_id,
-            "scope": claims.scope,
-            "iat": claims.iat,
-            "exp": claims.exp,
-            "aud": claims.aud,
-            "iss": claims.iss,
-            "jti": claims.jti,
-        }))),
+        Some(session) if session.is_live(now) && state.admitted(&session).await? => {
+            Ok(Some(serde_json::json!({
+                "active": true,
+                "token_type": "Bearer",
+                "sub": claims.sub,
+                "sid": claims.sid,
+                "client_id": claims.client_id,
+                "scope": claims.scope,
+                "iat": claims.iat,
+                "exp": claims.exp,
+                "aud": claims.aud,
+                "iss": claims.iss,
+                "jti": claims.jti,
+            })))
+        }
         _ => Ok(None),
     }
 }

@@ -10,6 +10,7 @@ mod bff;
 mod browser;
 mod cookie_mode;
 mod discovery;
+mod epoch;
 mod faults;
 mod feed;
 mod interop;
