@@ -15,13 +15,28 @@ const ADMIN: &str = "admin-token-0123456789abcdef";
 const NEW_PASSWORD: &str = "a brand new passphrase, long enough";
 
 async fn app_with_hold() -> (Arc<TestApp>, Arc<FlakyStore>) {
-    let flaky = Arc::new(FlakyStore::new(
-        Arc::new(latchkey_store::MemoryStore::new()),
-    ));
+    app_with_hold_over(Arc::new(latchkey_store::MemoryStore::new()), None).await
+}
+
+async fn app_with_hold_over(
+    store: Arc<dyn latchkey_store::Store>,
+    guard: Option<tempfile::TempDir>,
+) -> (Arc<TestApp>, Arc<FlakyStore>) {
+    let flaky = Arc::new(FlakyStore::new(store));
     let mut config = test_config();
     config.admin_token = Some(Redacted(ADMIN.into()));
-    let app = TestApp::build(config, flaky.clone(), None).await;
+    let app = TestApp::build(config, flaky.clone(), guard).await;
     (Arc::new(app), flaky)
+}
+
+/// The same app on a fresh SQLite file (the embedded default).
+async fn sqlite_app_with_hold() -> (Arc<TestApp>, Arc<FlakyStore>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+    let store = latchkey_store::SqliteStore::connect(&url)
+        .await
+        .expect("SQLite");
+    app_with_hold_over(Arc::new(store), Some(dir)).await
 }
 
 async fn admin(app: &TestApp, method: &str, path: &str) -> Response {
@@ -83,6 +98,16 @@ async fn assert_no_usable_session(app: &TestApp, grants: Vec<tokio::task::JoinHa
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn password_grants_racing_a_ban_never_refresh_after_it() {
     let (app, flaky) = app_with_hold().await;
+    grants_racing_a_ban(app, flaky).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_grants_racing_a_ban_never_refresh_after_it_on_sqlite() {
+    let (app, flaky) = sqlite_app_with_hold().await;
+    grants_racing_a_ban(app, flaky).await;
+}
+
+async fn grants_racing_a_ban(app: Arc<TestApp>, flaky: Arc<FlakyStore>) {
     let id = app.sign_up("alice").await["id"]
         .as_str()
         .expect("id")
@@ -231,6 +256,19 @@ async fn a_banned_users_session_is_refused_even_if_it_was_never_revoked() {
     app.get("/v1/authorize", &[("cookie", &browser.cookie)])
         .await
         .assert_error(401, "unauthorized");
+    for token in [&pair.refresh, &pair.access] {
+        let r = app
+            .post_form(
+                "/oauth/introspect",
+                &[
+                    ("token", token),
+                    ("client_id", "backend"),
+                    ("client_secret", BACKEND_SECRET),
+                ],
+            )
+            .await;
+        assert_eq!(r.json(), serde_json::json!({"active": false}));
+    }
     // Nothing was revoked: lifting the flag alone lets the same session work again, which
     // shows it was the user's state, read at each use, that refused it.
     assert!(app.store.set_banned(id, None).await.expect("ban flag"));
