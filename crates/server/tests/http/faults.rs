@@ -257,10 +257,11 @@ async fn ban_and_revoke_all_are_never_half_applied() {
             200
         );
 
-        flaky.fail_nth_write(1, FailWhen::AfterCommit);
+        flaky.fail_writes_after_commit(true);
         admin(&app, method, &path)
             .await
             .assert_error(503, "unavailable");
+        flaky.fail_writes_after_commit(false);
         app.refresh(&a.refresh)
             .await
             .assert_error(400, "invalid_grant");
