@@ -207,6 +207,12 @@ impl Env {
         self.store(async move |store| {
             let now = OffsetDateTime::now_utc();
             let secret = Secret::generate();
+            let epoch = store
+                .user_by_id(user_id)
+                .await
+                .expect("read user")
+                .expect("user exists")
+                .session_epoch;
             let session = Session {
                 id: SessionId::new(),
                 user_id,
@@ -222,11 +228,15 @@ impl Env {
                 revoke_reason: None,
                 user_agent: Some("cli-test/1.0".into()),
                 ip: Some("192.0.2.7".into()),
+                epoch,
             };
-            store
-                .create_session(&session, None)
-                .await
-                .expect("create session");
+            assert_eq!(
+                store
+                    .create_session(&session, None)
+                    .await
+                    .expect("create session"),
+                latchkey_store::CreateOutcome::Created
+            );
             session.id.to_string()
         })
     }

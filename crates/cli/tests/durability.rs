@@ -55,6 +55,52 @@ async fn form(
     Ok((status, r.json().await.unwrap_or(Value::Null)))
 }
 
+/// A config for `latchkey serve` on a SQLite file in `dir`, with cheap Argon2, no throttles and
+/// the given refresh grace window (`"0s"`: strict reuse detection).
+fn write_config(dir: &Path, port: u16, reuse_interval: &str) {
+    std::fs::write(
+        dir.join("latchkey.toml"),
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+database = "sqlite://{db}"
+[refresh]
+reuse_interval = "{reuse_interval}"
+[password]
+argon2_memory_kib = 64
+argon2_iterations = 1
+[rate_limit]
+login_per_account = "off"
+login_per_ip = "off"
+token_per_ip = "off"
+[[clients]]
+id = "spa"
+kind = "public"
+audience = "api"
+scopes = ["read"]
+"#,
+            db = dir.join("latchkey.db").display()
+        ),
+    )
+    .expect("config");
+}
+
+async fn refresh(
+    http: &reqwest::Client,
+    base: &str,
+    rt: &str,
+) -> Result<(u16, Value), reqwest::Error> {
+    form(
+        http,
+        format!("{base}/oauth/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", "spa"),
+        ],
+    )
+    .await
+}
+
 /// What the load saw acknowledged, per worker.
 #[derive(Default, Clone)]
 struct Acked {
@@ -71,30 +117,7 @@ async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    std::fs::write(
-        dir.path().join("latchkey.toml"),
-        format!(
-            r#"listen = "127.0.0.1:{port}"
-database = "sqlite://{db}"
-[refresh]
-reuse_interval = "60s"
-[password]
-argon2_memory_kib = 64
-argon2_iterations = 1
-[rate_limit]
-login_per_account = "off"
-login_per_ip = "off"
-token_per_ip = "off"
-[[clients]]
-id = "spa"
-kind = "public"
-audience = "api"
-scopes = ["read"]
-"#,
-            db = dir.path().join("latchkey.db").display()
-        ),
-    )
-    .expect("config");
+    write_config(dir.path(), port, "60s");
     let mut server = spawn(dir.path(), "first.log");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -265,4 +288,119 @@ scopes = ["read"]
             &secret[..8]
         );
     }
+}
+
+/// Strict mode (no grace window): a reuse the server answered ("reuse detected", the family
+/// revoked) must survive a kill -9 right after, during a load of logins, rotations and
+/// reuses: on restart the family's newest token and the reused one are both refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reuse_detection_survives_kill_9_in_strict_mode() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    write_config(dir.path(), port, "0s");
+    let mut server = spawn(dir.path(), "first.log");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    wait_ready(&http, &base).await;
+    let r = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": "strict", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up");
+    assert_eq!(r.status(), 201);
+
+    // (the family's newest token, the reused token) for every reuse the server answered.
+    let detected: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let killing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let (http, base, detected, killing) = (
+            http.clone(),
+            base.clone(),
+            detected.clone(),
+            killing.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let login = [
+                ("grant_type", "password"),
+                ("username", "strict"),
+                ("password", PASSWORD),
+                ("client_id", "spa"),
+            ];
+            // One family per cycle: log in, rotate twice, present the first token again. A
+            // transport error drops the family (in strict mode a retried refresh whose first
+            // attempt committed would itself be a reuse), and ends the worker once killing.
+            'cycle: loop {
+                let mut tokens = Vec::new();
+                match form(&http, format!("{base}/oauth/token"), &login).await {
+                    Ok((200, body)) => {
+                        tokens.push(body["refresh_token"].as_str().expect("rt").to_string())
+                    }
+                    Ok((status, body)) => {
+                        panic!("worker {w}: login {status} {body} before the kill")
+                    }
+                    Err(_) if killing.load(std::sync::atomic::Ordering::SeqCst) => return,
+                    Err(_) => continue,
+                }
+                for _ in 0..2 {
+                    let current = tokens.last().expect("token").clone();
+                    match refresh(&http, &base, &current).await {
+                        Ok((200, body)) => {
+                            tokens.push(body["refresh_token"].as_str().expect("rt").to_string())
+                        }
+                        Ok((status, body)) => {
+                            panic!("worker {w}: refresh {status} {body} before the kill")
+                        }
+                        Err(_) if killing.load(std::sync::atomic::Ordering::SeqCst) => return,
+                        Err(_) => continue 'cycle,
+                    }
+                }
+                match refresh(&http, &base, &tokens[0]).await {
+                    Ok((400, body)) => {
+                        let description = body["error_description"].as_str().unwrap_or_default();
+                        assert!(description.contains("reuse"), "worker {w}: {body}");
+                        let newest = tokens.last().expect("token").clone();
+                        detected
+                            .lock()
+                            .expect("lock")
+                            .push((newest, tokens[0].clone()));
+                    }
+                    Ok((status, body)) => panic!("worker {w}: reuse answered {status} {body}"),
+                    Err(_) if killing.load(std::sync::atomic::Ordering::SeqCst) => return,
+                    Err(_) => continue,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    killing.store(true, std::sync::atomic::Ordering::SeqCst);
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reap");
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let detected = detected.lock().expect("lock").clone();
+    assert!(
+        !detected.is_empty(),
+        "no reuse was answered before the kill"
+    );
+
+    let mut server = spawn(dir.path(), "second.log");
+    wait_ready(&http, &base).await;
+    for (newest, reused) in &detected {
+        for token in [newest, reused] {
+            let (status, body) = refresh(&http, &base, token).await.expect("request");
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("invalid_grant")),
+                "a family revoked for reuse came back after the crash: {body}"
+            );
+        }
+    }
+    server.kill().expect("stop");
+    server.wait().expect("reap");
 }

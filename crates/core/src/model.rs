@@ -66,11 +66,23 @@ pub struct User {
     pub password_hash: String,
     pub created_at: OffsetDateTime,
     pub banned_at: Option<OffsetDateTime>,
+    /// The user's session epoch: advanced, in the same store step, by every ban, unban,
+    /// password change and "revoke all", so a login that read the user before one of those
+    /// cannot create a session after it, and sessions born before it are no longer admitted
+    /// (DESIGN invariant 7; docs/decisions/0008).
+    pub session_epoch: u64,
 }
 
 impl User {
     pub fn is_banned(&self) -> bool {
         self.banned_at.is_some()
+    }
+
+    /// Whether this user, as read now, still admits `session`: not banned, and the session
+    /// was born (or re-stamped) at the user's current epoch. Sessions the user no longer
+    /// admits are refused even if, for any reason, they were never marked revoked.
+    pub fn admits(&self, session: &Session) -> bool {
+        !self.is_banned() && session.user_id == self.id && session.epoch >= self.session_epoch
     }
 }
 
@@ -186,6 +198,11 @@ pub struct Session {
     pub revoke_reason: Option<RevokeReason>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The user's session epoch this session was born at: the one the login observed when it
+    /// read the user, before verifying the password. Creation fails if the user's epoch has
+    /// moved since; a session kept across "revoke others" or a password change is re-stamped
+    /// with the new epoch in the same step.
+    pub epoch: u64,
 }
 
 impl Session {

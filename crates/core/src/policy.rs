@@ -122,6 +122,7 @@ mod tests {
             revoke_reason: None,
             user_agent: None,
             ip: None,
+            epoch: 0,
         }
     }
 

@@ -54,7 +54,12 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Bearer
         .ok_or(ApiError::Unauthorized("the access token is invalid"))?;
     let session = state.store.session(sid).await?;
     match session {
-        Some(session) if session.is_live(now) && session.user_id.to_string() == claims.sub => {
+        // The user must still admit the session too: not banned, same epoch (invariant 7).
+        Some(session)
+            if session.is_live(now)
+                && session.user_id.to_string() == claims.sub
+                && state.admitted(&session).await? =>
+        {
             Ok(BearerSession { claims, session })
         }
         _ => Err(ApiError::Unauthorized(

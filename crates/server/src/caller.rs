@@ -113,6 +113,11 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
         }
         return Err(unauthorized);
     }
+    // A banned user's session, or one born before the user's current epoch, is refused even
+    // if its revocation was never written (invariant 7).
+    if !state.admitted(&session).await? {
+        return Err(unauthorized);
+    }
     // The touch re-checks liveness in the same write, so a racing request can't revive it.
     if now - session.last_seen_at >= state.touch_interval
         && !state

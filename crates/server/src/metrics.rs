@@ -13,7 +13,9 @@ use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
     User, UserId,
 };
-use latchkey_store::{RotateOutcome, Store, StoreResult, StoredKey};
+use latchkey_store::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreResult, StoredKey, UserChange,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -177,21 +179,27 @@ impl Store for TimedStore {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
         timed("user_by_username", self.0.user_by_username(username)).await
     }
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        timed(
-            "set_password_hash",
-            self.0.set_password_hash(id, password_hash),
-        )
-        .await
-    }
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
         timed("set_banned", self.0.set_banned(id, banned_at)).await
+    }
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        timed(
+            "advance_user_epoch",
+            self.0.advance_user_epoch(user, change, keep, revocation),
+        )
+        .await
     }
     async fn create_session(
         &self,
         session: &Session,
         first: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<CreateOutcome> {
         timed("create_session", self.0.create_session(session, first)).await
     }
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -221,18 +229,6 @@ impl Store for TimedStore {
     }
     async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
         timed("revoke_session", self.0.revoke_session(id, revocation)).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        timed(
-            "revoke_user_sessions",
-            self.0.revoke_user_sessions(user, keep, revocation),
-        )
-        .await
     }
     async fn revocations_after(
         &self,

@@ -7,8 +7,8 @@ use crate::password::Passwords;
 use crate::ratelimit::Throttles;
 use crate::routes::admin::AdminGate;
 use crate::routes::authorize::UsernameCache;
-use latchkey_core::{Clock, Revocation, RevokeReason, SessionId, TokenPolicy, UserId};
-use latchkey_store::{Store, StoreError};
+use latchkey_core::{Clock, Revocation, RevokeReason, Session, SessionId, TokenPolicy, UserId};
+use latchkey_store::{EpochAdvanced, Store, StoreError, UserChange};
 use latchkey_tokens::{KeyRing, TokenError};
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -132,25 +132,44 @@ impl AppState {
         Ok(revoked)
     }
 
-    /// Revokes every session of `user` but `keep`, durably, then updates the revoked set.
-    pub async fn revoke_user_sessions(
+    /// Advances the user's session epoch in one store step: applies `change`, keeps `keep`
+    /// (if it is a current session of the user), revokes every other session durably, then
+    /// updates this instance's revoked set. Ban, unban, password change and "revoke all" all
+    /// go through here, so a login or refresh racing them cannot outlive them (invariant 7).
+    /// `None` when the user does not exist.
+    pub async fn advance_user_epoch(
         &self,
         user: UserId,
+        change: UserChange<'_>,
         keep: Option<SessionId>,
         reason: RevokeReason,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Option<EpochAdvanced>, StoreError> {
         let revocation = self.revocation(reason);
-        let revoked = self
+        let advanced = self
             .store
-            .revoke_user_sessions(user, keep, &revocation)
+            .advance_user_epoch(user, change, keep, &revocation)
             .await?;
-        crate::metrics::revoked(reason.as_str(), revoked.len());
-        for id in &revoked {
-            self.follower
-                .note_local(*id, revocation.at + revocation.access_ttl);
+        if let Some(advanced) = &advanced {
+            crate::metrics::revoked(reason.as_str(), advanced.revoked.len());
+            for id in &advanced.revoked {
+                self.follower
+                    .note_local(*id, revocation.at + revocation.access_ttl);
+            }
+            self.catch_up_feed().await;
         }
-        self.catch_up_feed().await;
-        Ok(revoked)
+        Ok(advanced)
+    }
+
+    /// Whether `session`'s user, read now, still admits it: the user exists, is not banned,
+    /// and the session was born at the user's current epoch. Every use of a session checks
+    /// this (refresh, cookie, Bearer on Latchkey's own endpoints), so a session the epoch has
+    /// left behind is refused even if its revocation was never written.
+    pub async fn admitted(&self, session: &Session) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .user_by_id(session.user_id)
+            .await?
+            .is_some_and(|user| user.admits(session)))
     }
 
     /// Reads the revocation log now; the periodic follower retries if this fails.

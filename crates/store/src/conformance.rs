@@ -3,7 +3,9 @@
 //! A backend's test file invokes [`store_conformance_tests!`](crate::store_conformance_tests)
 //! with an async expression that yields a fresh, isolated [`TestStore`]; every case below
 //! becomes one `#[tokio::test]`.
-use crate::{RotateOutcome, Store, StoreError, StoredKey};
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoredKey, UserChange,
+};
 use latchkey_core::{
     NewRefreshToken, Revocation, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind,
     User, UserId,
@@ -29,6 +31,9 @@ impl TestStore {
 /// Concurrent presentations per race round, and rounds per run.
 pub const RACE_TASKS: usize = 50;
 pub const RACE_ROUNDS: usize = 200;
+/// Concurrent logins per round of a login-versus-epoch race, and rounds per run.
+pub const LOGIN_RACE_TASKS: usize = 32;
+pub const LOGIN_RACE_ROUNDS: usize = 12;
 
 #[macro_export]
 macro_rules! store_conformance_tests {
@@ -44,7 +49,10 @@ macro_rules! store_conformance_tests {
             rotation_refused_on_dead_family, rotation_race_has_one_winner, signing_keys_roundtrip,
             revocations_feed_the_log, feed_follower_misses_nothing_under_concurrent_revocations,
             users_are_listed_in_pages,
-            live_sessions_are_counted, purge_removes_only_what_can_no_longer_matter
+            live_sessions_are_counted, purge_removes_only_what_can_no_longer_matter,
+            epoch_advance_restamps_only_a_current_survivor, stale_sessions_are_neither_created_nor_rotated,
+            logins_racing_a_ban_never_outlive_it, logins_racing_a_password_change_never_outlive_it,
+            logins_racing_revoke_all_never_outlive_it, logins_racing_revoke_others_never_outlive_it
         );
     };
 }
@@ -85,6 +93,7 @@ fn user(name: &str) -> User {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".to_string(),
         created_at: t0(),
         banned_at: None,
+        session_epoch: 0,
     }
 }
 
@@ -104,6 +113,7 @@ fn token_session(user: UserId, created: OffsetDateTime, ttl: Duration) -> Sessio
         revoke_reason: None,
         user_agent: Some("conformance/1.0".into()),
         ip: Some("127.0.0.1".into()),
+        epoch: 0,
     }
 }
 
@@ -131,21 +141,36 @@ fn new_token(session: &Session, at: OffsetDateTime) -> (NewRefreshToken, Secret)
     (token, secret)
 }
 
+/// Advances the user's epoch keeping nothing: "revoke all".
+async fn revoke_all(store: &dyn Store, user: UserId, reason: RevokeReason) -> EpochAdvanced {
+    store
+        .advance_user_epoch(user, UserChange::SessionsOnly, None, &rev(reason, t0()))
+        .await
+        .expect("advance")
+        .expect("user exists")
+}
+
 /// A user with a live token session and its first refresh token.
 async fn family(store: &dyn Store) -> (User, Session, SecretHash) {
     let u = user(&format!("u{}", UserId::new().0.simple()));
     store.create_user(&u).await.expect("create user");
     let s = token_session(u.id, t0(), Duration::days(7));
     let (first, _) = new_token(&s, t0());
-    store
-        .create_session(&s, Some(&first))
-        .await
-        .expect("create session");
+    assert_eq!(
+        store
+            .create_session(&s, Some(&first))
+            .await
+            .expect("create session"),
+        CreateOutcome::Created
+    );
     (u, s, first.hash)
 }
 
 pub async fn user_roundtrip(store: Arc<dyn Store>) {
-    let u = user("alice");
+    let u = User {
+        session_epoch: 7,
+        ..user("alice")
+    };
     store.create_user(&u).await.expect("create");
     assert_eq!(
         store.user_by_id(u.id).await.expect("by id"),
@@ -171,16 +196,22 @@ pub async fn username_is_unique(store: Arc<dyn Store>) {
 pub async fn password_and_ban_updates(store: Arc<dyn Store>) {
     let u = user("carol");
     store.create_user(&u).await.expect("create");
-    assert!(
-        store
-            .set_password_hash(u.id, "new-hash")
-            .await
-            .expect("set")
-    );
+    let advanced = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::Password("new-hash"),
+            None,
+            &rev(RevokeReason::PasswordChanged, t0()),
+        )
+        .await
+        .expect("set")
+        .expect("exists");
+    assert_eq!(advanced.epoch, u.session_epoch + 1);
     assert!(store.set_banned(u.id, Some(t0())).await.expect("ban"));
     let got = store.user_by_id(u.id).await.expect("get").expect("exists");
     assert_eq!(got.password_hash, "new-hash");
     assert_eq!(got.banned_at, Some(t0()));
+    assert_eq!(got.session_epoch, u.session_epoch + 1);
     assert!(store.set_banned(u.id, None).await.expect("unban"));
     assert_eq!(
         store
@@ -194,12 +225,20 @@ pub async fn password_and_ban_updates(store: Arc<dyn Store>) {
 }
 
 pub async fn updates_to_unknown_users_report_false(store: Arc<dyn Store>) {
-    assert!(
-        !store
-            .set_password_hash(UserId::new(), "x")
-            .await
-            .expect("set")
-    );
+    for change in [
+        UserChange::SessionsOnly,
+        UserChange::Password("x"),
+        UserChange::Ban(t0()),
+        UserChange::Unban,
+    ] {
+        assert_eq!(
+            store
+                .advance_user_epoch(UserId::new(), change, None, &rev(RevokeReason::Admin, t0()))
+                .await
+                .expect("advance"),
+            None
+        );
+    }
     assert!(
         !store
             .set_banned(UserId::new(), Some(t0()))
@@ -212,10 +251,13 @@ pub async fn session_roundtrip_both_kinds(store: Arc<dyn Store>) {
     let (u, s, _) = family(store.as_ref()).await;
     assert_eq!(store.session(s.id).await.expect("get"), Some(s.clone()));
     let (c, secret) = cookie_session(u.id, t0());
-    store
-        .create_session(&c, None)
-        .await
-        .expect("create cookie session");
+    assert_eq!(
+        store
+            .create_session(&c, None)
+            .await
+            .expect("create cookie session"),
+        CreateOutcome::Created
+    );
     assert_eq!(store.session(c.id).await.expect("get"), Some(c.clone()));
     assert_eq!(
         store
@@ -263,7 +305,10 @@ pub async fn live_sessions_exclude_revoked_and_expired(store: Arc<dyn Store>) {
     let short = token_session(u.id, t0() + Duration::seconds(2), Duration::hours(1));
     let revoked = token_session(u.id, t0() + Duration::seconds(3), Duration::days(7));
     for s in [&b, &short, &revoked] {
-        store.create_session(s, None).await.expect("create");
+        assert_eq!(
+            store.create_session(s, None).await.expect("create"),
+            CreateOutcome::Created
+        );
     }
     store
         .revoke_session(revoked.id, &rev(RevokeReason::Logout, t0()))
@@ -315,21 +360,30 @@ pub async fn revoke_session_is_once_only(store: Arc<dyn Store>) {
 pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
     let (u, keep, _) = family(store.as_ref()).await;
     let (c, _) = cookie_session(u.id, t0());
-    store.create_session(&c, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&c, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     let t = token_session(u.id, t0(), Duration::days(7));
-    store.create_session(&t, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&t, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     let (_, bystander, _) = family(store.as_ref()).await;
     let mut expected = vec![c.id, t.id];
     expected.sort();
-    let revoked = store
-        .revoke_user_sessions(
+    let advanced = store
+        .advance_user_epoch(
             u.id,
+            UserChange::SessionsOnly,
             Some(keep.id),
             &rev(RevokeReason::PasswordChanged, t0()),
         )
         .await
-        .expect("revoke");
-    assert_eq!(revoked, expected);
+        .expect("revoke")
+        .expect("exists");
+    assert_eq!(advanced.revoked, expected);
+    assert!(advanced.kept);
     assert!(
         store
             .session(keep.id)
@@ -346,11 +400,9 @@ pub async fn revoke_user_sessions_keeps_the_current_one(store: Arc<dyn Store>) {
             .expect("exists")
             .is_live(t0())
     );
-    let all = store
-        .revoke_user_sessions(u.id, None, &rev(RevokeReason::Banned, t0()))
-        .await
-        .expect("revoke");
-    assert_eq!(all, vec![keep.id]);
+    let all = revoke_all(store.as_ref(), u.id, RevokeReason::Banned).await;
+    assert_eq!(all.revoked, vec![keep.id]);
+    assert!(!all.kept);
 }
 
 pub async fn touch_never_moves_backwards(store: Arc<dyn Store>) {
@@ -406,7 +458,10 @@ pub async fn touch_refuses_idle_revoked_and_expired_sessions(store: Arc<dyn Stor
     );
     // Revoked, or unknown.
     let (c, _) = cookie_session(u.id, t0());
-    store.create_session(&c, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&c, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     store
         .revoke_session(c.id, &rev(RevokeReason::Logout, t0()))
         .await
@@ -731,7 +786,10 @@ pub async fn revocations_feed_the_log(store: Arc<dyn Store>) {
     // Already past its end: nothing can be live, so no event.
     let over = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
     for s in [&b, &short, &over] {
-        store.create_session(s, None).await.expect("create");
+        assert_eq!(
+            store.create_session(s, None).await.expect("create"),
+            CreateOutcome::Created
+        );
     }
     assert!(
         store
@@ -745,11 +803,8 @@ pub async fn revocations_feed_the_log(store: Arc<dyn Store>) {
             .await
             .expect("again")
     );
-    let rest = store
-        .revoke_user_sessions(u.id, None, &rev(RevokeReason::Banned, t0()))
-        .await
-        .expect("revoke");
-    assert_eq!(rest.len(), 3);
+    let rest = revoke_all(store.as_ref(), u.id, RevokeReason::Banned).await;
+    assert_eq!(rest.revoked.len(), 3);
 
     let events = store.revocations_after(0, 100, t0()).await.expect("feed");
     let by_sid = |sid: SessionId| events.iter().find(|e| e.sid == sid).copied();
@@ -803,7 +858,10 @@ pub async fn feed_follower_misses_nothing_under_concurrent_revocations(store: Ar
     let mut sessions = Vec::new();
     for _ in 0..40 {
         let s = token_session(u.id, t0(), Duration::days(7));
-        store.create_session(&s, None).await.expect("create");
+        assert_eq!(
+            store.create_session(&s, None).await.expect("create"),
+            CreateOutcome::Created
+        );
         sessions.push(s.id);
     }
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -861,10 +919,16 @@ pub async fn feed_follower_misses_nothing_under_concurrent_revocations(store: Ar
 pub async fn live_sessions_are_counted(store: Arc<dyn Store>) {
     let (u, _, _) = family(store.as_ref()).await;
     let over = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
-    store.create_session(&over, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&over, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     assert_eq!(store.count_live_sessions(t0()).await.expect("count"), 1);
     let (c, _) = cookie_session(u.id, t0());
-    store.create_session(&c, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&c, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     assert_eq!(store.count_live_sessions(t0()).await.expect("count"), 2);
     assert_eq!(
         store
@@ -901,12 +965,18 @@ pub async fn purge_removes_only_what_can_no_longer_matter(store: Arc<dyn Store>)
     let (u, live, live_token) = family(store.as_ref()).await;
     let dead = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
     let (dead_token, _) = new_token(&dead, t0() - Duration::days(8));
-    store
-        .create_session(&dead, Some(&dead_token))
-        .await
-        .expect("create");
+    assert_eq!(
+        store
+            .create_session(&dead, Some(&dead_token))
+            .await
+            .expect("create"),
+        CreateOutcome::Created
+    );
     let revoked = token_session(u.id, t0(), Duration::days(7));
-    store.create_session(&revoked, None).await.expect("create");
+    assert_eq!(
+        store.create_session(&revoked, None).await.expect("create"),
+        CreateOutcome::Created
+    );
     store
         .revoke_session(revoked.id, &rev(RevokeReason::Logout, t0()))
         .await
@@ -951,4 +1021,372 @@ pub async fn purge_removes_only_what_can_no_longer_matter(store: Arc<dyn Store>)
     }
     assert_eq!(total, 3, "two sessions and one feed event");
     assert_eq!(store.session(live.id).await.expect("get"), None);
+}
+
+/// A token session of `user` born at `epoch`, with its first refresh token, created.
+async fn session_at(store: &dyn Store, user: UserId, epoch: u64) -> (Session, SecretHash) {
+    let s = Session {
+        epoch,
+        ..token_session(user, t0(), Duration::days(7))
+    };
+    let (first, _) = new_token(&s, t0());
+    assert_eq!(
+        store
+            .create_session(&s, Some(&first))
+            .await
+            .expect("create"),
+        CreateOutcome::Created
+    );
+    (s, first.hash)
+}
+
+/// Live, and its refresh token still rotates.
+async fn assert_usable(store: &dyn Store, s: &Session, token: &SecretHash, what: &str) {
+    let got = store.session(s.id).await.expect("get").expect("exists");
+    assert!(got.is_live(t0()), "{what}: not live: {got:?}");
+    let (next, _) = new_token(s, t0());
+    assert_eq!(
+        store
+            .rotate_refresh_token(token, &next, None, t0())
+            .await
+            .expect("rotate"),
+        RotateOutcome::Rotated,
+        "{what}: does not rotate"
+    );
+}
+
+/// Not live, and its refresh token no longer rotates.
+async fn assert_unusable(store: &dyn Store, s: &Session, token: &SecretHash, what: &str) {
+    let got = store.session(s.id).await.expect("get").expect("exists");
+    assert!(!got.is_live(t0()), "{what}: still live: {got:?}");
+    let (next, _) = new_token(s, t0());
+    assert_eq!(
+        store
+            .rotate_refresh_token(token, &next, None, t0())
+            .await
+            .expect("rotate"),
+        RotateOutcome::NotRotated,
+        "{what}: still rotates"
+    );
+}
+
+/// "Revoke others" and the password change keep the caller's session by re-stamping it with
+/// the new epoch, but only if it was current: a session already revoked, or born before the
+/// user's epoch, is never brought back by naming it as the one to keep.
+pub async fn epoch_advance_restamps_only_a_current_survivor(store: Arc<dyn Store>) {
+    let u = user(&format!("u{}", UserId::new().0.simple()));
+    store.create_user(&u).await.expect("create user");
+    let (mine, mine_token) = session_at(store.as_ref(), u.id, 0).await;
+    let (other, other_token) = session_at(store.as_ref(), u.id, 0).await;
+    let first = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::SessionsOnly,
+            Some(mine.id),
+            &rev(RevokeReason::UserRevoked, t0()),
+        )
+        .await
+        .expect("advance")
+        .expect("exists");
+    assert_eq!(first.epoch, 1);
+    assert!(first.kept);
+    assert_eq!(first.revoked, vec![other.id]);
+    let restamped = store.session(mine.id).await.expect("get").expect("exists");
+    assert_eq!(restamped.epoch, 1);
+    assert_usable(store.as_ref(), &mine, &mine_token, "the kept session").await;
+    assert_unusable(store.as_ref(), &other, &other_token, "the other session").await;
+    // Naming the revoked one as "keep" revives nothing.
+    let second = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::SessionsOnly,
+            Some(other.id),
+            &rev(RevokeReason::UserRevoked, t0()),
+        )
+        .await
+        .expect("advance")
+        .expect("exists");
+    assert!(!second.kept);
+    assert_eq!(second.revoked, vec![mine.id], "the old survivor goes too");
+    assert!(
+        !store
+            .session(other.id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .is_live(t0())
+    );
+    // Another user's session is nobody's to keep here.
+    let stranger = user(&format!("u{}", UserId::new().0.simple()));
+    store.create_user(&stranger).await.expect("create user");
+    let (theirs, theirs_token) = session_at(store.as_ref(), stranger.id, 0).await;
+    let third = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::SessionsOnly,
+            Some(theirs.id),
+            &rev(RevokeReason::UserRevoked, t0()),
+        )
+        .await
+        .expect("advance")
+        .expect("exists");
+    assert!(!third.kept);
+    let untouched = store
+        .session(theirs.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(untouched.epoch, 0);
+    assert_usable(
+        store.as_ref(),
+        &theirs,
+        &theirs_token,
+        "a stranger's session",
+    )
+    .await;
+}
+
+/// A session carrying an epoch the user has left is refused at creation, and a session of
+/// an older epoch that somehow survived unrevoked does not rotate.
+pub async fn stale_sessions_are_neither_created_nor_rotated(store: Arc<dyn Store>) {
+    let u = user(&format!("u{}", UserId::new().0.simple()));
+    store.create_user(&u).await.expect("create user");
+    let advanced = revoke_all(store.as_ref(), u.id, RevokeReason::Admin).await;
+    assert_eq!(advanced.epoch, 1);
+    for epoch in [0, 2] {
+        let s = Session {
+            epoch,
+            ..token_session(u.id, t0(), Duration::days(7))
+        };
+        let (first, _) = new_token(&s, t0());
+        assert_eq!(
+            store
+                .create_session(&s, Some(&first))
+                .await
+                .expect("create"),
+            CreateOutcome::UserChanged,
+            "epoch {epoch}"
+        );
+        assert_eq!(store.session(s.id).await.expect("get"), None);
+        assert_eq!(store.refresh_token(&first.hash).await.expect("get"), None);
+    }
+    // Unknown users get nothing.
+    let nobody = token_session(UserId::new(), t0(), Duration::days(7));
+    assert_eq!(
+        store.create_session(&nobody, None).await.expect("create"),
+        CreateOutcome::UserChanged
+    );
+    // Banned (the operation: epoch and flag) and then unbanned: old sessions stay dead.
+    let (s, token) = session_at(store.as_ref(), u.id, 1).await;
+    let banned = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::Ban(t0()),
+            None,
+            &rev(RevokeReason::Banned, t0()),
+        )
+        .await
+        .expect("ban")
+        .expect("exists");
+    assert_eq!(banned.revoked, vec![s.id]);
+    let at_ban = Session {
+        epoch: banned.epoch,
+        ..token_session(u.id, t0(), Duration::days(7))
+    };
+    assert_eq!(
+        store.create_session(&at_ban, None).await.expect("create"),
+        CreateOutcome::UserChanged,
+        "a banned user gets no session"
+    );
+    let unbanned = store
+        .advance_user_epoch(
+            u.id,
+            UserChange::Unban,
+            None,
+            &rev(RevokeReason::Admin, t0()),
+        )
+        .await
+        .expect("unban")
+        .expect("exists");
+    assert_unusable(store.as_ref(), &s, &token, "a session from before the ban").await;
+    let got = store.user_by_id(u.id).await.expect("get").expect("exists");
+    assert_eq!(got.banned_at, None);
+    assert_eq!(got.session_epoch, unbanned.epoch);
+    let (fresh, fresh_token) = session_at(store.as_ref(), u.id, unbanned.epoch).await;
+    assert_usable(
+        store.as_ref(),
+        &fresh,
+        &fresh_token,
+        "a login after the unban",
+    )
+    .await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Ban,
+    PasswordChange,
+    /// The admin's "revoke all".
+    RevokeAll,
+    /// The user's "revoke all others": keeps the session it is made from.
+    RevokeOthers,
+}
+
+pub async fn logins_racing_a_ban_never_outlive_it(store: Arc<dyn Store>) {
+    login_race(store, Event::Ban).await;
+}
+
+pub async fn logins_racing_a_password_change_never_outlive_it(store: Arc<dyn Store>) {
+    login_race(store, Event::PasswordChange).await;
+}
+
+pub async fn logins_racing_revoke_all_never_outlive_it(store: Arc<dyn Store>) {
+    login_race(store, Event::RevokeAll).await;
+}
+
+pub async fn logins_racing_revoke_others_never_outlive_it(store: Arc<dyn Store>) {
+    login_race(store, Event::RevokeOthers).await;
+}
+
+/// A little while, different for each caller: the time Argon2 takes, give or take.
+fn jitter() -> std::time::Duration {
+    let random = SessionId::new().0.as_u128();
+    std::time::Duration::from_micros(u64::try_from(random % 3000).unwrap_or(0))
+}
+
+/// DESIGN invariant 7 under real concurrency. Each round, [`LOGIN_RACE_TASKS`] logins run as
+/// the server's do: read the user (its epoch), "verify the password" (the old hash and no ban
+/// pass), then create a session with the epoch they read, while the event lands. A third of
+/// them create before the event, a third read before it but create after it, and a third race
+/// it freely (a random pause, like Argon2's). Afterwards, every session born from a login that
+/// read the user before the event (its epoch is older than the new one) is unusable: its
+/// creation was refused or the event revoked it, and it does not rotate. Logins that read the
+/// user after the event behave as the new state says.
+async fn login_race(store: Arc<dyn Store>, event: Event) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const NEW_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaA";
+    let (mut refused, mut revoked) = (0, 0);
+    for round in 0..LOGIN_RACE_ROUNDS {
+        let u = user(&format!("race{}", UserId::new().0.simple()));
+        store.create_user(&u).await.expect("create user");
+        let current = match event {
+            Event::PasswordChange | Event::RevokeOthers => {
+                Some(session_at(store.as_ref(), u.id, u.session_epoch).await)
+            }
+            Event::Ban | Event::RevokeAll => None,
+        };
+        // Early logins that have created their session; late ones that have read the user.
+        let (early_done, late_read) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (happened, _) = tokio::sync::watch::channel(false);
+        let mut logins = Vec::with_capacity(LOGIN_RACE_TASKS);
+        for i in 0..LOGIN_RACE_TASKS {
+            let (store, early_done, late_read) =
+                (store.clone(), early_done.clone(), late_read.clone());
+            let mut event_seen = happened.subscribe();
+            let (id, old_hash) = (u.id, u.password_hash.clone());
+            logins.push(tokio::spawn(async move {
+                let seen = store.user_by_id(id).await.expect("read").expect("exists");
+                match i % 3 {
+                    0 => {}
+                    1 => {
+                        late_read.fetch_add(1, Ordering::SeqCst);
+                        event_seen.wait_for(|done| *done).await.expect("event");
+                    }
+                    _ => tokio::time::sleep(jitter()).await,
+                }
+                let verified = !seen.is_banned() && seen.password_hash == old_hash;
+                let created = if verified {
+                    let s = Session {
+                        epoch: seen.session_epoch,
+                        ..token_session(id, t0(), Duration::days(7))
+                    };
+                    let (first, _) = new_token(&s, t0());
+                    let outcome = store
+                        .create_session(&s, Some(&first))
+                        .await
+                        .expect("create");
+                    Some((s, first.hash, outcome))
+                } else {
+                    None // refused before any write, as the server does
+                };
+                if i % 3 == 0 {
+                    early_done.fetch_add(1, Ordering::SeqCst);
+                }
+                created
+            }));
+        }
+        let third = |k: usize| (0..LOGIN_RACE_TASKS).filter(|i| i % 3 == k).count();
+        while early_done.load(Ordering::SeqCst) < third(0)
+            || late_read.load(Ordering::SeqCst) < third(1)
+        {
+            tokio::task::yield_now().await;
+        }
+        let (change, reason) = match event {
+            Event::Ban => (UserChange::Ban(t0()), RevokeReason::Banned),
+            Event::PasswordChange => (
+                UserChange::Password(NEW_HASH),
+                RevokeReason::PasswordChanged,
+            ),
+            Event::RevokeAll => (UserChange::SessionsOnly, RevokeReason::Admin),
+            Event::RevokeOthers => (UserChange::SessionsOnly, RevokeReason::UserRevoked),
+        };
+        let keep = current.as_ref().map(|(s, _)| s.id);
+        let advanced = store
+            .advance_user_epoch(u.id, change, keep, &rev(reason, t0()))
+            .await
+            .expect("advance")
+            .expect("exists");
+        happened.send_replace(true);
+        for task in logins {
+            let Some((s, token, outcome)) = task.await.expect("login task") else {
+                continue;
+            };
+            let read_before = s.epoch < advanced.epoch;
+            let what = format!("{event:?} round {round}, session {}", s.id);
+            match (outcome, read_before) {
+                (CreateOutcome::UserChanged, true) => {
+                    refused += 1;
+                    assert_eq!(store.session(s.id).await.expect("get"), None, "{what}");
+                    assert_eq!(
+                        store.refresh_token(&token).await.expect("get"),
+                        None,
+                        "{what}"
+                    );
+                }
+                (CreateOutcome::Created, true) => {
+                    revoked += 1;
+                    assert_unusable(store.as_ref(), &s, &token, &what).await;
+                }
+                (CreateOutcome::Created, false) => {
+                    assert_usable(store.as_ref(), &s, &token, &what).await;
+                }
+                (CreateOutcome::UserChanged, false) => {
+                    panic!("{what}: a login that read the user after the event was refused")
+                }
+            }
+        }
+        if let Some((s, token)) = &current {
+            assert!(
+                advanced.kept,
+                "{event:?} round {round}: the caller's session"
+            );
+            assert_usable(store.as_ref(), s, token, "the caller's session").await;
+        }
+        // Late stragglers with the old epoch get nothing.
+        let late = Session {
+            epoch: u.session_epoch,
+            ..token_session(u.id, t0(), Duration::days(7))
+        };
+        assert_eq!(
+            store.create_session(&late, None).await.expect("create"),
+            CreateOutcome::UserChanged
+        );
+    }
+    // Both ways were taken: logins refused at creation, and logins created before the event
+    // and ended by it.
+    assert!(
+        refused > 0 && revoked > 0,
+        "{event:?}: {refused} refused at creation, {revoked} revoked: no race happened"
+    );
 }

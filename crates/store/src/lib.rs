@@ -67,6 +67,42 @@ impl std::fmt::Debug for StoredKey {
     }
 }
 
+/// Result of creating a session: the write is conditional on the user the login read.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The session (and its first refresh token) was written.
+    Created,
+    /// Nothing was written: since the login read the user, the user's session epoch has moved
+    /// (ban, unban, password change, "revoke all"), or the user is banned or gone.
+    UserChanged,
+}
+
+/// What an epoch-advancing write changes on the user besides the epoch itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange<'a> {
+    /// Nothing else: "revoke all sessions" (or all but the caller's).
+    SessionsOnly,
+    /// A new password hash (Argon2id PHC string).
+    Password(&'a str),
+    /// A ban, effective at this instant.
+    Ban(OffsetDateTime),
+    /// The ban lifted.
+    Unban,
+}
+
+/// What [`Store::advance_user_epoch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochAdvanced {
+    /// The user's new session epoch.
+    pub epoch: u64,
+    /// Whether the session to keep survived (it was live at the old epoch and is re-stamped
+    /// with the new one). A `keep` that was already stale or revoked is revoked, never revived.
+    pub kept: bool,
+    /// The sessions this step revoked, in id order.
+    pub revoked: Vec<SessionId>,
+}
+
 /// Result of the atomic consume-and-replace step of a rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RotateOutcome {
@@ -86,17 +122,37 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
-    /// Returns false when no such user exists.
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool>;
-    /// `Some(t)` bans, `None` unbans. Returns false when no such user exists.
+    /// The ban flag alone: `Some(t)` sets it, `None` clears it; the epoch does not move and no
+    /// session is revoked. Returns false when no such user exists. Logins, refreshes and cookie
+    /// checks honour the flag, but the ban *operation* is [`Store::advance_user_epoch`] with
+    /// [`UserChange::Ban`], which also ends every session in the same step.
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool>;
+    /// One step, all or nothing: applies `change` to the user, advances the user's session
+    /// epoch by one, re-stamps `keep` with the new epoch if it is an unrevoked session of the
+    /// user born at the old epoch, and revokes every other unrevoked session of the user (with
+    /// a feed event each, as [`Store::revoke_session`]). A login that read the user before
+    /// this step can no longer create a session ([`CreateOutcome::UserChanged`]), and a refresh
+    /// racing it cannot rotate. `None` when no such user exists (nothing changed).
+    ///
+    /// The Redis backend keeps users in SQL and sessions in Redis, so there it is two steps,
+    /// the SQL one first: see `redis.rs` and docs/decisions/0008.
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>>;
 
-    /// Creates a session and, in token mode, the first refresh token of its family, atomically.
+    /// Creates a session and, in token mode, the first refresh token of its family, atomically,
+    /// if and only if the user exists, is not banned, and its session epoch is still
+    /// `session.epoch` (the one the login read before verifying the password); otherwise
+    /// writes nothing and answers [`CreateOutcome::UserChanged`].
     async fn create_session(
         &self,
         session: &Session,
         first_refresh_token: Option<&NewRefreshToken>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<CreateOutcome>;
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>>;
     /// Cookie mode: the session whose secret hashes to `hash`.
     async fn session_by_secret(&self, hash: &SecretHash) -> StoreResult<Option<Session>>;
@@ -120,14 +176,6 @@ pub trait Store: Send + Sync + 'static {
     /// that happens appends an event to the revocation feed (unless its access tokens are
     /// already all expired), atomically with the revocation.
     async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool>;
-    /// Revokes every unrevoked session of a user except `keep`, with a feed event each;
-    /// returns the ones it revoked.
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>>;
     /// Feed events with a cursor above `after` whose `exp` is after `now`, oldest first, at
     /// most `limit`. A cursor, once returned, is never followed by a smaller one.
     async fn revocations_after(
@@ -142,7 +190,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: &SecretHash,
     ) -> StoreResult<Option<(RefreshToken, Session)>>;
-    /// Atomically: if `presented` is unconsumed and its session is live at `now`, mark it
+    /// Atomically: if `presented` is unconsumed, its session is live at `now` and was born at
+    /// its user's current session epoch (every epoch advance, the ban included, moves it; the
+    /// SQL backends also check the ban flag itself), mark it
     /// consumed (keeping `sealed_successor`, if any, for the grace window), insert `successor`
     /// and record `now` as the session's last activity. Of any number of concurrent calls for
     /// one token, at most one rotates. The successor belongs to the presented token's session

@@ -1,5 +1,8 @@
 //! In-memory backend: for tests and throwaway runs. One mutex makes every operation atomic.
-use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    UserChange,
+};
 use async_trait::async_trait;
 use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
@@ -85,15 +88,6 @@ impl Store for MemoryStore {
             .cloned())
     }
 
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        Ok(self
-            .lock()
-            .users
-            .get_mut(&id)
-            .map(|u| u.password_hash = password_hash.to_string())
-            .is_some())
-    }
-
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
         Ok(self
             .lock()
@@ -103,12 +97,67 @@ impl Store for MemoryStore {
             .is_some())
     }
 
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(u) = inner.users.get_mut(&user) else {
+            return Ok(None);
+        };
+        match change {
+            UserChange::SessionsOnly => {}
+            UserChange::Password(hash) => u.password_hash = hash.to_string(),
+            UserChange::Ban(at) => u.banned_at = Some(at),
+            UserChange::Unban => u.banned_at = None,
+        }
+        let old = u.session_epoch;
+        u.session_epoch = old.saturating_add(1);
+        let epoch = u.session_epoch;
+        let mut kept = false;
+        if let Some(s) = keep.and_then(|k| inner.sessions.get_mut(&k))
+            && s.user_id == user
+            && s.revoked_at.is_none()
+            && s.epoch >= old
+        {
+            s.epoch = epoch;
+            kept = true;
+        }
+        let mut targets: Vec<&mut Session> = inner
+            .sessions
+            .values_mut()
+            .filter(|s| s.user_id == user && s.revoked_at.is_none() && s.epoch < epoch)
+            .collect();
+        targets.sort_by_key(|s| s.id);
+        let mut revoked = Vec::with_capacity(targets.len());
+        for s in targets {
+            revoke_one(s, revocation, &mut inner.feed, &mut inner.next_cursor);
+            revoked.push(s.id);
+        }
+        Ok(Some(EpochAdvanced {
+            epoch,
+            kept,
+            revoked,
+        }))
+    }
+
     async fn create_session(
         &self,
         session: &Session,
         first_refresh_token: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<CreateOutcome> {
         let mut inner = self.lock();
+        let current = inner
+            .users
+            .get(&session.user_id)
+            .is_some_and(|u| !u.is_banned() && u.session_epoch == session.epoch);
+        if !current {
+            return Ok(CreateOutcome::UserChanged);
+        }
         if inner.sessions.contains_key(&session.id) {
             return Err(StoreError::Conflict("session id exists"));
         }
@@ -119,7 +168,7 @@ impl Store for MemoryStore {
             inner.refresh_tokens.insert(t.hash, new_stored(t));
         }
         inner.sessions.insert(session.id, session.clone());
-        Ok(())
+        Ok(CreateOutcome::Created)
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -178,28 +227,6 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let mut revoked = Vec::new();
-        let mut targets: Vec<&mut Session> = inner
-            .sessions
-            .values_mut()
-            .filter(|s| s.user_id == user && s.revoked_at.is_none() && Some(s.id) != keep)
-            .collect();
-        targets.sort_by_key(|s| s.id);
-        for s in targets {
-            revoke_one(s, revocation, &mut inner.feed, &mut inner.next_cursor);
-            revoked.push(s.id);
-        }
-        Ok(revoked)
-    }
-
     async fn revocations_after(
         &self,
         after: i64,
@@ -246,7 +273,9 @@ impl Store for MemoryStore {
         let family_live = inner
             .sessions
             .get(&stored.token.session_id)
-            .is_some_and(|s| s.is_live(now));
+            .is_some_and(|s| {
+                s.is_live(now) && inner.users.get(&s.user_id).is_some_and(|u| u.admits(s))
+            });
         if stored.token.consumed_at.is_some() || !family_live {
             return Ok(RotateOutcome::NotRotated);
         }

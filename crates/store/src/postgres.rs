@@ -4,10 +4,13 @@
 //! a conditional UPDATE (`… AND consumed_at IS NULL`) matches for exactly one of any number of
 //! concurrent callers.
 use crate::sql::{
-    SessionRow, UserRow, conflict_or_unavailable, decode_session, from_nanos, opt_from_nanos,
-    parse_uuid, to_nanos, unavailable,
+    SessionRow, UserRow, conflict_or_unavailable, decode_session, epoch_from_sql, epoch_to_sql,
+    from_nanos, opt_from_nanos, parse_uuid, to_nanos, unavailable,
 };
-use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    UserChange,
+};
 use async_trait::async_trait;
 use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
@@ -130,13 +133,15 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO users (id, username, password_hash, created_at, banned_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, username, password_hash, created_at, banned_at, session_epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user.id.to_string())
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(to_nanos(user.created_at))
         .bind(user.banned_at.map(to_nanos))
+        .bind(epoch_to_sql(user.session_epoch))
         .execute(&self.pool)
         .await
         .map_err(conflict_or_unavailable("username is taken"))?;
@@ -161,16 +166,6 @@ impl Store for PostgresStore {
         Ok(row.map(|r| r.0))
     }
 
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE users SET banned_at = $1 WHERE id = $2")
             .bind(banned_at.map(to_nanos))
@@ -181,16 +176,111 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        // One transaction. The UPDATE of the user row locks it until commit: a session creation
+        // waits for it (its FOR SHARE) and then sees the new epoch; one that committed first is
+        // seen by the revoking UPDATE below (a new statement, so a new snapshot).
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let bump = match change {
+            UserChange::SessionsOnly => sqlx::query_scalar::<_, i64>(
+                "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 \
+                 RETURNING session_epoch",
+            ),
+            UserChange::Password(hash) => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, password_hash = $1 \
+                 WHERE id = $2 RETURNING session_epoch",
+            )
+            .bind(hash),
+            UserChange::Ban(at) => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, banned_at = $1 \
+                 WHERE id = $2 RETURNING session_epoch",
+            )
+            .bind(to_nanos(at)),
+            UserChange::Unban => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, banned_at = NULL \
+                 WHERE id = $1 RETURNING session_epoch",
+            ),
+        };
+        let Some(epoch) = bump
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let kept = match keep {
+            Some(keep) => {
+                sqlx::query(
+                    "UPDATE sessions SET epoch = $1 \
+                     WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL AND epoch >= $1 - 1",
+                )
+                .bind(epoch)
+                .bind(keep.to_string())
+                .bind(user.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected()
+                    == 1
+            }
+            None => false,
+        };
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE user_id = $3 AND revoked_at IS NULL AND epoch < $4 RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(user.to_string())
+        .bind(epoch)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        rows.sort();
+        append_feed(&mut tx, &rows, revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(EpochAdvanced {
+            epoch: epoch_from_sql(epoch)?,
+            kept,
+            revoked: rows
+                .iter()
+                .map(|(id, _)| parse_uuid(id).map(SessionId))
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
     async fn create_session(
         &self,
         session: &Session,
         first_refresh_token: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<CreateOutcome> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // FOR SHARE waits for a concurrent epoch advance (which locks the row) to commit, then
+        // re-checks the condition against the row it committed. Until this transaction ends,
+        // an advance waits instead, and then revokes the session created here.
+        let current: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM users WHERE id = $1 AND session_epoch = $2 AND banned_at IS NULL \
+             FOR SHARE",
+        )
+        .bind(session.user_id.to_string())
+        .bind(epoch_to_sql(session.epoch))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if current.is_none() {
+            return Ok(CreateOutcome::UserChanged);
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
-             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(session.id.to_string())
         .bind(session.user_id.to_string())
@@ -206,13 +296,15 @@ impl Store for PostgresStore {
         .bind(session.revoke_reason.map(RevokeReason::as_str))
         .bind(session.user_agent.as_deref())
         .bind(session.ip.as_deref())
+        .bind(epoch_to_sql(session.epoch))
         .execute(&mut *tx)
         .await
         .map_err(conflict_or_unavailable("session exists"))?;
         if let Some(t) = first_refresh_token {
             insert_refresh_token(&mut tx, t).await?;
         }
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(unavailable)?;
+        Ok(CreateOutcome::Created)
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -289,33 +381,6 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut rows: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
-             WHERE user_id = $3 AND revoked_at IS NULL AND id IS DISTINCT FROM $4 \
-             RETURNING id, expires_at",
-        )
-        .bind(to_nanos(revocation.at))
-        .bind(revocation.reason.as_str())
-        .bind(user.to_string())
-        .bind(keep.map(|k| k.to_string()))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        rows.sort();
-        append_feed(&mut tx, &rows, revocation).await?;
-        tx.commit().await.map_err(unavailable)?;
-        rows.iter()
-            .map(|(id, _)| parse_uuid(id).map(SessionId))
-            .collect()
-    }
-
     async fn revocations_after(
         &self,
         after: i64,
@@ -353,7 +418,7 @@ impl Store for PostgresStore {
                     s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
                     s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
                     s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
-                    s.user_agent AS s_user_agent, s.ip AS s_ip \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
@@ -391,8 +456,9 @@ impl Store for PostgresStore {
         let consumed = sqlx::query(
             "UPDATE refresh_tokens SET consumed_at = $1, successor_hash = $2, sealed_successor = $3 \
              WHERE hash = $4 AND consumed_at IS NULL AND session_id = $5 AND client_id = $6 AND EXISTS ( \
-                 SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
-                 AND s.revoked_at IS NULL AND s.expires_at > $1)",
+                 SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > $1 \
+                 AND u.banned_at IS NULL AND s.epoch >= u.session_epoch)",
         )
         .bind(to_nanos(now))
         .bind(successor.hash.0.to_vec())
@@ -411,9 +477,13 @@ impl Store for PostgresStore {
         // committed since. This UPDATE waits for any revocation in flight and re-checks the
         // session's liveness; if it has died, the whole rotation rolls back (`tx` is dropped),
         // so no successor is ever written to a family revoked before the rotation committed.
+        // An epoch advance revokes every session it leaves behind in its own transaction, so
+        // the same row lock orders a rotation after a ban; the user check is for the rest.
         let touched = sqlx::query(
             "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $1) \
-             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1",
+             WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1 AND EXISTS ( \
+                 SELECT 1 FROM users u WHERE u.id = sessions.user_id \
+                 AND u.banned_at IS NULL AND sessions.epoch >= u.session_epoch)",
         )
         .bind(to_nanos(now))
         .bind(successor.session_id.to_string())

@@ -14,6 +14,7 @@
 //! | `{p}s:{sid}:rt` | set | hex hashes of the family's refresh tokens (for purge) | same |
 //! | `{p}sec:{hex}` | string | sid of the cookie session whose secret hashes to `hex` | same |
 //! | `{p}u:{user_id}` | set | sids of the user's sessions | longest of them |
+//! | `{p}ue:{user_id}` | string | the user's session epoch, as far as Redis knows | longest session, at least `TTL_MARGIN` |
 //! | `{p}rt:{hex}` | hash | refresh token: `session_id`, `client_id`, `issued_at`, `consumed_at`, `successor_hash`, `sealed_successor` | the session's remaining TTL |
 //! | `{p}sessions:by-exp` | zset | sids scored by `expires_at` (ms), for purge | longest session |
 //! | `{p}feed` | zset | feed events `"{cursor} {sid} {exp}"` scored by cursor | last event's `exp` + margin |
@@ -33,9 +34,26 @@
 //! its data) it starts from the server clock in microseconds, so a Redis restarted without
 //! persistence still never hands out a cursor below one a follower has already seen.
 //!
+//! # Session epochs (DESIGN invariant 7, docs/decisions/0008)
+//!
+//! Users live in SQL, and their session epoch with them: the SQL row is the authority, read
+//! with the password hash in one row by every login. Redis keeps a mirror of it (`ue:`), so
+//! that session creation and rotation can check it inside their scripts. An epoch advance
+//! (ban, unban, password change, "revoke all") commits in SQL first, then runs one script
+//! that raises the mirror to the new epoch, re-stamps the session to keep and revokes the
+//! user's older sessions. A login that read the old epoch either created its session before
+//! that script (which then revokes it) or runs its creation script after it (and is refused
+//! there). The mirror only ever rises: a creation carrying a newer epoch than the mirror (its
+//! login read SQL after an advance whose Redis step failed) raises it too. If the Redis step
+//! fails, the SQL change stands and the caller gets an error; the server refuses sessions the
+//! SQL row no longer admits at every use, and a retry completes the revocations.
+//!
 //! The scripts derive some key names from stored ids, so this backend runs on a single Redis
 //! (or a Sentinel-managed primary), not on Redis Cluster.
-use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    UserChange,
+};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
@@ -104,25 +122,29 @@ end
     };
 }
 
-/// KEYS: 1 session, 2 its token set, 3 user's session set, 4 sessions by expiry,
-/// [secret index], [first refresh token].
+/// KEYS: 1 session, 2 its token set, 3 user's session set, 4 sessions by expiry, 5 the
+/// user's epoch mirror, [secret index], [first refresh token].
 /// ARGV: 1 ttl ms, 2 sid, 3 expiry score, 4 has secret, 5 has token, 6 token hash hex,
-/// 7 number n of session field args, 8..7+n session fields, then the token's fields.
+/// 7 the epoch the login read, 8 number n of session field args, 9..8+n session fields, then
+/// the token's fields.
 const CREATE_SESSION: &str = concat!(
     lua_prelude!(),
     r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'session' end
-local next_key = 5
+-- The login read the user before an epoch advance whose Redis step has run: refused.
+local mirror = redis.call('GET', KEYS[5])
+if mirror and cmp(ARGV[7], mirror) < 0 then return 'stale' end
+local next_key = 6
 local sec, tok
 if ARGV[4] == '1' then sec = KEYS[next_key]; next_key = next_key + 1 end
 if ARGV[5] == '1' then tok = KEYS[next_key] end
 if sec and redis.call('EXISTS', sec) == 1 then return 'secret' end
 if tok and redis.call('EXISTS', tok) == 1 then return 'token' end
 local ttl = tonumber(ARGV[1])
-local n = tonumber(ARGV[7])
+local n = tonumber(ARGV[8])
 local session, token = {}, {}
-for i = 8, 7 + n do session[#session + 1] = ARGV[i] end
-for i = 8 + n, #ARGV do token[#token + 1] = ARGV[i] end
+for i = 9, 8 + n do session[#session + 1] = ARGV[i] end
+for i = 9 + n, #ARGV do token[#token + 1] = ARGV[i] end
 -- Index entries whose session Redis has already expired (the oldest few; cheap).
 local session_prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[2])
 for _, old in ipairs(redis.call('ZRANGE', KEYS[4], 0, 2)) do
@@ -134,6 +156,9 @@ redis.call('SADD', KEYS[3], ARGV[2])
 extend_ttl(KEYS[3], ttl)
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
 extend_ttl(KEYS[4], ttl)
+-- The epoch only rises: a newer one than the mirror's comes from SQL, the authority.
+if not mirror or cmp(ARGV[7], mirror) > 0 then redis.call('SET', KEYS[5], ARGV[7], 'KEEPTTL') end
+extend_ttl(KEYS[5], ttl)
 if sec then redis.call('SET', sec, ARGV[2], 'PX', ARGV[1]) end
 if tok then
   redis.call('HSET', tok, unpack(token))
@@ -227,30 +252,41 @@ return 0
 "#
 );
 
-/// KEYS: 1 user's session set, 2 feed, 3 feed by expiry, 4 cursor counter.
-/// ARGV: 1 prefix, 2 sid to keep (or ''), 3 at, 4 reason, 5 cap, 6 margin ms,
-/// 7 prune bound (ms), 8 max TTL ms. The revoked sids, in order.
-const REVOKE_USER_SESSIONS: &str = concat!(
+/// KEYS: 1 user's session set, 2 feed, 3 feed by expiry, 4 cursor counter, 5 the user's
+/// epoch mirror. ARGV: 1 prefix, 2 sid to keep (or ''), 3 at, 4 reason, 5 cap, 6 margin ms,
+/// 7 prune bound (ms), 8 max TTL ms, 9 the new epoch (from SQL).
+/// `{kept (0/1), epoch, revoked sids in order}`.
+const ADVANCE_EPOCH: &str = concat!(
     lua_prelude!(),
     lua_revoke!(),
     r#"
 local r = { at = ARGV[3], reason = ARGV[4], cap = ARGV[5], margin = tonumber(ARGV[6]),
             prune_before = ARGV[7], max_ttl = tonumber(ARGV[8]) }
 prune(r)
+local epoch = ARGV[9]
+local mirror = redis.call('GET', KEYS[5])
+if mirror and cmp(mirror, epoch) > 0 then epoch = mirror end
+redis.call('SET', KEYS[5], epoch, 'KEEPTTL')
+extend_ttl(KEYS[5], math.max(redis.call('PTTL', KEYS[1]), r.margin))
+local previous = fmt(tonumber(epoch) - 1)
 local sids = redis.call('SMEMBERS', KEYS[1])
 table.sort(sids, bytes_lt)
-local revoked = {}
+local kept, revoked = 0, {}
 for _, sid in ipairs(sids) do
-  if sid ~= ARGV[2] then
-    local skey = ARGV[1] .. 's:' .. sid
-    if redis.call('EXISTS', skey) == 0 then
-      redis.call('SREM', KEYS[1], sid)
-    elseif revoke(skey, sid, r) then
-      revoked[#revoked + 1] = sid
-    end
+  local skey = ARGV[1] .. 's:' .. sid
+  local f = redis.call('HMGET', skey, 'expires_at', 'revoked_at', 'epoch')
+  local born = f[3] or '0'
+  if not f[1] then
+    redis.call('SREM', KEYS[1], sid)
+  elseif sid == ARGV[2] and not f[2] and cmp(born, previous) >= 0 then
+    -- The caller's own session, live at the old epoch: it carries on at the new one.
+    redis.call('HSET', skey, 'epoch', epoch)
+    kept = 1
+  elseif cmp(born, epoch) < 0 and revoke(skey, sid, r) then
+    revoked[#revoked + 1] = sid
   end
 end
-return revoked
+return { kept, epoch, revoked }
 "#
 );
 
@@ -301,9 +337,14 @@ const ROTATE: &str = concat!(
 local t = redis.call('HMGET', KEYS[1], 'session_id', 'consumed_at')
 if not t[1] or t[2] then return 0 end
 local skey = ARGV[1] .. 's:' .. t[1]
-local s = redis.call('HMGET', skey, 'expires_at', 'revoked_at')
+local s = redis.call('HMGET', skey, 'expires_at', 'revoked_at', 'user_id', 'epoch')
 if not s[1] or s[2] then return 0 end
 if cmp(ARGV[2], s[1]) >= 0 then return 0 end
+-- A session born before its user's current epoch is not refreshed (invariant 7).
+if s[3] then
+  local mirror = redis.call('GET', ARGV[1] .. 'ue:' .. s[3])
+  if mirror and cmp(s[4] or '0', mirror) < 0 then return 0 end
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'consumed_at', ARGV[2], 'successor_hash', ARGV[3],
@@ -373,7 +414,7 @@ struct Scripts {
     user_sessions: Script,
     touch: Script,
     revoke_session: Script,
-    revoke_user_sessions: Script,
+    advance_epoch: Script,
     revocations_after: Script,
     refresh_token: Script,
     rotate: Script,
@@ -388,7 +429,7 @@ impl Scripts {
             user_sessions: Script::new(USER_SESSIONS),
             touch: Script::new(TOUCH),
             revoke_session: Script::new(REVOKE_SESSION),
-            revoke_user_sessions: Script::new(REVOKE_USER_SESSIONS),
+            advance_epoch: Script::new(ADVANCE_EPOCH),
             revocations_after: Script::new(REVOCATIONS_AFTER),
             refresh_token: Script::new(REFRESH_TOKEN),
             rotate: Script::new(ROTATE),
@@ -468,6 +509,10 @@ impl RedisStore {
 
     fn user_key(&self, id: UserId) -> String {
         format!("{}u:{}", self.prefix, id)
+    }
+
+    fn epoch_key(&self, id: UserId) -> String {
+        format!("{}ue:{}", self.prefix, id)
     }
 
     fn token_key(&self, hash: &SecretHash) -> String {
@@ -670,6 +715,7 @@ fn session_fields(s: &Session) -> Vec<Vec<u8>> {
         ),
         ("user_agent", s.user_agent.clone()),
         ("ip", s.ip.clone()),
+        ("epoch", Some(s.epoch.to_string())),
     ];
     out.extend(
         optional
@@ -705,6 +751,15 @@ fn decode_session(f: &Fields) -> StoreResult<Session> {
             .transpose()?,
         user_agent: f.opt_str("user_agent")?,
         ip: f.opt_str("ip")?,
+        // Sessions written before epochs existed carry none: epoch 0, as in SQL.
+        epoch: f
+            .opt_str("epoch")?
+            .map(|e| {
+                e.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("session epoch {e:?}")))
+            })
+            .transpose()?
+            .unwrap_or(0),
     })
 }
 
@@ -762,25 +817,84 @@ impl Store for RedisStore {
         self.sql.user_by_username(username).await
     }
 
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        self.sql.set_password_hash(id, password_hash).await
-    }
-
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
         self.sql.set_banned(id, banned_at).await
+    }
+
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        // SQL first: the user's change and the new epoch are the authority (logins read them
+        // there). Then Redis: the mirror, the survivor, the revocations. See the module docs.
+        let Some(sql) = self
+            .sql
+            .advance_user_epoch(user, change, None, revocation)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let [at, reason, cap, margin, prune_before] = self.revocation_args(revocation);
+        let mut inv = self.scripts.advance_epoch.prepare_invoke();
+        inv.key(self.user_key(user))
+            .key(self.feed_key())
+            .key(self.feed_by_exp_key())
+            .key(self.feed_seq_key())
+            .key(self.epoch_key(user))
+            .arg(&self.prefix)
+            .arg(keep.map_or_else(String::new, |k| k.to_string()))
+            .arg(at)
+            .arg(reason)
+            .arg(cap)
+            .arg(margin)
+            .arg(prune_before)
+            .arg(MAX_TTL_MS)
+            .arg(sql.epoch.to_string());
+        let (kept, epoch, sids): (i64, String, Vec<String>) = self.invoke(&inv).await?;
+        let mut revoked = sids
+            .iter()
+            .map(|sid| {
+                SessionId::parse(sid)
+                    .ok_or_else(|| StoreError::Corrupt(format!("session id {sid:?}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        revoked.sort();
+        Ok(Some(EpochAdvanced {
+            epoch: epoch
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("session epoch {epoch:?}")))?,
+            kept: kept == 1,
+            revoked,
+        }))
     }
 
     async fn create_session(
         &self,
         session: &Session,
         first_refresh_token: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<CreateOutcome> {
+        // The SQL row answers for the user's existence and the ban flag; Redis answers for the
+        // epoch, atomically with the write, from its mirror (an advance that commits in SQL
+        // after this read either finds the session in Redis and revokes it, or has raised
+        // the mirror before the script runs).
+        let admitted = self
+            .sql
+            .user_by_id(session.user_id)
+            .await?
+            .is_some_and(|u| !u.is_banned() && u.session_epoch == session.epoch);
+        if !admitted {
+            return Ok(CreateOutcome::UserChanged);
+        }
         let fields = session_fields(session);
         let mut inv = self.scripts.create_session.prepare_invoke();
         inv.key(self.session_key(session.id))
             .key(self.token_set_key(session.id))
             .key(self.user_key(session.user_id))
-            .key(self.by_exp_key());
+            .key(self.by_exp_key())
+            .key(self.epoch_key(session.user_id));
         if let Some(hash) = &session.secret_hash {
             inv.key(self.secret_key(hash));
         }
@@ -801,6 +915,7 @@ impl Store for RedisStore {
                 "0"
             })
             .arg(first_refresh_token.map_or_else(String::new, |t| hex(t.hash.as_bytes())))
+            .arg(session.epoch.to_string())
             .arg(fields.len());
         for field in &fields {
             inv.arg(field.as_slice());
@@ -812,7 +927,8 @@ impl Store for RedisStore {
         }
         let outcome: String = self.invoke(&inv).await?;
         match outcome.as_str() {
-            "ok" => Ok(()),
+            "ok" => Ok(CreateOutcome::Created),
+            "stale" => Ok(CreateOutcome::UserChanged),
             "session" => Err(StoreError::Conflict("session id exists")),
             "secret" => Err(StoreError::Conflict("session secret exists")),
             "token" => Err(StoreError::Conflict("refresh token exists")),
@@ -898,38 +1014,6 @@ impl Store for RedisStore {
             .arg(MAX_TTL_MS);
         let revoked: i64 = self.invoke(&inv).await?;
         Ok(revoked == 1)
-    }
-
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        let [at, reason, cap, margin, prune_before] = self.revocation_args(revocation);
-        let mut inv = self.scripts.revoke_user_sessions.prepare_invoke();
-        inv.key(self.user_key(user))
-            .key(self.feed_key())
-            .key(self.feed_by_exp_key())
-            .key(self.feed_seq_key())
-            .arg(&self.prefix)
-            .arg(keep.map_or_else(String::new, |k| k.to_string()))
-            .arg(at)
-            .arg(reason)
-            .arg(cap)
-            .arg(margin)
-            .arg(prune_before)
-            .arg(MAX_TTL_MS);
-        let sids: Vec<String> = self.invoke(&inv).await?;
-        let mut revoked = sids
-            .iter()
-            .map(|sid| {
-                SessionId::parse(sid)
-                    .ok_or_else(|| StoreError::Corrupt(format!("session id {sid:?}")))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        revoked.sort();
-        Ok(revoked)
     }
 
     async fn revocations_after(

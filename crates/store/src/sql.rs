@@ -43,6 +43,15 @@ pub(crate) fn parse_uuid(text: &str) -> StoreResult<uuid::Uuid> {
     uuid::Uuid::try_parse(text).map_err(|e| StoreError::Corrupt(format!("id {text:?}: {e}")))
 }
 
+/// Epochs are `u64` in Rust and signed 64-bit integers in SQL (never negative in practice).
+pub(crate) fn epoch_to_sql(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn epoch_from_sql(n: i64) -> StoreResult<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("session epoch {n}")))
+}
+
 pub(crate) fn hash_from(bytes: Option<Vec<u8>>) -> StoreResult<Option<SecretHash>> {
     bytes
         .map(|b| {
@@ -80,6 +89,7 @@ where
         password_hash: row.read("password_hash")?,
         created_at: from_nanos(row.read("created_at")?)?,
         banned_at: opt_from_nanos(row.read("banned_at")?)?,
+        session_epoch: epoch_from_sql(row.read("session_epoch")?)?,
     })
 }
 
@@ -117,6 +127,7 @@ where
             .transpose()?,
         user_agent: text("user_agent")?,
         ip: text("ip")?,
+        epoch: epoch_from_sql(row.read(&col("epoch"))?)?,
     })
 }
 

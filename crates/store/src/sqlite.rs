@@ -2,10 +2,13 @@
 //! writer at a time anyway, so queuing in the pool beats retrying on SQLITE_BUSY) and a pool
 //! of readers.
 use crate::sql::{
-    SessionRow, UserRow, conflict_or_unavailable, decode_session, from_nanos, opt_from_nanos,
-    parse_uuid, to_nanos, unavailable,
+    SessionRow, UserRow, conflict_or_unavailable, decode_session, epoch_to_sql, from_nanos,
+    opt_from_nanos, parse_uuid, to_nanos, unavailable,
 };
-use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    UserChange,
+};
 use async_trait::async_trait;
 use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
@@ -70,13 +73,15 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO users (id, username, password_hash, created_at, banned_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, username, password_hash, created_at, banned_at, session_epoch) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(user.id.to_string())
         .bind(&user.username)
         .bind(&user.password_hash)
         .bind(to_nanos(user.created_at))
         .bind(user.banned_at.map(to_nanos))
+        .bind(epoch_to_sql(user.session_epoch))
         .execute(&self.writer)
         .await
         .map_err(conflict_or_unavailable("username is taken"))?;
@@ -101,16 +106,6 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.0))
     }
 
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(done.rows_affected() == 1)
-    }
-
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
         let done = sqlx::query("UPDATE users SET banned_at = ? WHERE id = ?")
             .bind(banned_at.map(to_nanos))
@@ -121,16 +116,99 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        // One transaction on the single writer: the user's change, the new epoch, the
+        // re-stamped survivor and the revocations (with their feed events) commit together.
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        let bump = match change {
+            UserChange::SessionsOnly => sqlx::query_scalar::<_, i64>(
+                "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ? \
+                 RETURNING session_epoch",
+            ),
+            UserChange::Password(hash) => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, password_hash = ? \
+                 WHERE id = ? RETURNING session_epoch",
+            )
+            .bind(hash),
+            UserChange::Ban(at) => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, banned_at = ? \
+                 WHERE id = ? RETURNING session_epoch",
+            )
+            .bind(to_nanos(at)),
+            UserChange::Unban => sqlx::query_scalar(
+                "UPDATE users SET session_epoch = session_epoch + 1, banned_at = NULL \
+                 WHERE id = ? RETURNING session_epoch",
+            ),
+        };
+        let Some(epoch) = bump
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let kept = match keep {
+            Some(keep) => {
+                sqlx::query(
+                    "UPDATE sessions SET epoch = ? \
+                     WHERE id = ? AND user_id = ? AND revoked_at IS NULL AND epoch >= ?",
+                )
+                .bind(epoch)
+                .bind(keep.to_string())
+                .bind(user.to_string())
+                .bind(epoch - 1)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected()
+                    == 1
+            }
+            None => false,
+        };
+        let mut rows: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+             WHERE user_id = ? AND revoked_at IS NULL AND epoch < ? RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(user.to_string())
+        .bind(epoch)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        rows.sort();
+        append_feed(&mut tx, &rows, revocation).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(EpochAdvanced {
+            epoch: crate::sql::epoch_from_sql(epoch)?,
+            kept,
+            revoked: rows
+                .iter()
+                .map(|(id, _)| parse_uuid(id).map(SessionId))
+                .collect::<StoreResult<_>>()?,
+        }))
+    }
+
     async fn create_session(
         &self,
         session: &Session,
         first_refresh_token: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<CreateOutcome> {
         let mut tx = self.writer.begin().await.map_err(unavailable)?;
-        sqlx::query(
+        // Conditional on the user the login read: one writer, so nothing can change the user
+        // between this check and the commit.
+        let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
-             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS ( \
+                 SELECT 1 FROM users u WHERE u.id = ? AND u.session_epoch = ? AND u.banned_at IS NULL)",
         )
         .bind(session.id.to_string())
         .bind(session.user_id.to_string())
@@ -146,13 +224,20 @@ impl Store for SqliteStore {
         .bind(session.revoke_reason.map(RevokeReason::as_str))
         .bind(session.user_agent.as_deref())
         .bind(session.ip.as_deref())
+        .bind(epoch_to_sql(session.epoch))
+        .bind(session.user_id.to_string())
+        .bind(epoch_to_sql(session.epoch))
         .execute(&mut *tx)
         .await
         .map_err(conflict_or_unavailable("session exists"))?;
+        if inserted.rows_affected() != 1 {
+            return Ok(CreateOutcome::UserChanged);
+        }
         if let Some(t) = first_refresh_token {
             insert_refresh_token(&mut tx, t).await?;
         }
-        tx.commit().await.map_err(unavailable)
+        tx.commit().await.map_err(unavailable)?;
+        Ok(CreateOutcome::Created)
     }
 
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
@@ -229,32 +314,6 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        let mut tx = self.writer.begin().await.map_err(unavailable)?;
-        let mut rows: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
-             WHERE user_id = ? AND revoked_at IS NULL AND id IS NOT ? RETURNING id, expires_at",
-        )
-        .bind(to_nanos(revocation.at))
-        .bind(revocation.reason.as_str())
-        .bind(user.to_string())
-        .bind(keep.map(|k| k.to_string()))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        rows.sort();
-        append_feed(&mut tx, &rows, revocation).await?;
-        tx.commit().await.map_err(unavailable)?;
-        rows.iter()
-            .map(|(id, _)| parse_uuid(id).map(SessionId))
-            .collect()
-    }
-
     async fn revocations_after(
         &self,
         after: i64,
@@ -292,7 +351,7 @@ impl Store for SqliteStore {
                     s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
                     s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
                     s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
-                    s.user_agent AS s_user_agent, s.ip AS s_ip \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
@@ -329,8 +388,9 @@ impl Store for SqliteStore {
         let consumed = sqlx::query(
             "UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?, sealed_successor = ? \
              WHERE hash = ? AND consumed_at IS NULL AND session_id = ? AND client_id = ? AND EXISTS ( \
-                 SELECT 1 FROM sessions s WHERE s.id = refresh_tokens.session_id \
-                 AND s.revoked_at IS NULL AND s.expires_at > ?)",
+                 SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = refresh_tokens.session_id AND s.revoked_at IS NULL AND s.expires_at > ? \
+                 AND u.banned_at IS NULL AND s.epoch >= u.session_epoch)",
         )
         .bind(to_nanos(successor.issued_at))
         .bind(successor.hash.0.to_vec())

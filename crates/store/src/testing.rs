@@ -1,19 +1,51 @@
 //! Test doubles: a store wrapper whose reads or writes can be made to fail on demand, to
 //! prove that callers fail closed (503) and never half-apply an operation.
-use crate::{RotateOutcome, Store, StoreError, StoreResult, StoredKey};
+//!
+//! Writes can fail in two ways: *before* they reach the store (nothing changes: the store was
+//! never asked), or *after commit* (the write is applied in full and then reported failed, as
+//! when the connection drops on the way back). Either every write fails, or only the Nth one
+//! from now, so a handler that writes more than once can be cut between its writes.
+use crate::{
+    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    UserChange,
+};
 use async_trait::async_trait;
 use latchkey_core::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
     User, UserId,
 };
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
+
+/// When an injected write failure strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailWhen {
+    /// Before the write reaches the store: nothing changes.
+    Before,
+    /// After the store applied (committed) the write: everything changed, yet the caller is
+    /// told it failed.
+    AfterCommit,
+}
+
+/// A planned failure of the Nth write from now.
+#[derive(Debug, Clone, Copy)]
+struct NthWrite {
+    remaining: usize,
+    when: FailWhen,
+}
 
 pub struct FlakyStore {
     inner: Arc<dyn Store>,
     fail_reads: AtomicBool,
     fail_writes: AtomicBool,
+    fail_writes_after_commit: AtomicBool,
+    nth_write: Mutex<Option<NthWrite>>,
+    writes: AtomicUsize,
+    /// While true, session creations wait (see [`FlakyStore::hold_session_creation`]).
+    hold_creates: tokio::sync::watch::Sender<bool>,
+    creates_waiting: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -22,15 +54,59 @@ impl FlakyStore {
             inner,
             fail_reads: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
+            fail_writes_after_commit: AtomicBool::new(false),
+            nth_write: Mutex::new(None),
+            writes: AtomicUsize::new(0),
+            hold_creates: tokio::sync::watch::Sender::new(false),
+            creates_waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// While held, every `create_session` waits before it reaches the store: a login that has
+    /// read the user and verified the password stops right before its write, so a test can
+    /// land a ban or a password change exactly there, then release it.
+    pub fn hold_session_creation(&self, hold: bool) {
+        self.hold_creates.send_replace(hold);
+    }
+
+    /// Session creations waiting on the hold right now.
+    pub fn session_creations_waiting(&self) -> usize {
+        self.creates_waiting.load(Ordering::SeqCst)
     }
 
     pub fn fail_reads(&self, fail: bool) {
         self.fail_reads.store(fail, Ordering::SeqCst);
     }
 
+    /// Every write fails before it reaches the store.
     pub fn fail_writes(&self, fail: bool) {
         self.fail_writes.store(fail, Ordering::SeqCst);
+    }
+
+    /// Every write is applied, then reported as failed.
+    pub fn fail_writes_after_commit(&self, fail: bool) {
+        self.fail_writes_after_commit.store(fail, Ordering::SeqCst);
+    }
+
+    /// Only the `n`th write from now (1 = the next one) fails, `when` says how; the writes
+    /// before and after it pass. Replaces any earlier plan.
+    pub fn fail_nth_write(&self, n: usize, when: FailWhen) {
+        assert!(n >= 1, "writes are counted from 1");
+        *self.nth_write.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(NthWrite { remaining: n, when });
+    }
+
+    /// Whether a planned Nth-write failure is still to come.
+    pub fn nth_write_pending(&self) -> bool {
+        self.nth_write
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Writes attempted through this wrapper so far (failed ones included).
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
     }
 
     fn read(&self) -> StoreResult<()> {
@@ -40,11 +116,46 @@ impl FlakyStore {
         Ok(())
     }
 
-    fn write(&self) -> StoreResult<()> {
+    /// How the write starting now is to fail, if at all.
+    fn plan_write(&self) -> Option<FailWhen> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        let nth = {
+            let mut plan = self.nth_write.lock().unwrap_or_else(|p| p.into_inner());
+            match plan.as_mut() {
+                Some(p) if p.remaining <= 1 => plan.take().map(|p| p.when),
+                Some(p) => {
+                    p.remaining -= 1;
+                    None
+                }
+                None => None,
+            }
+        };
         if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("injected write failure".into()));
+            Some(FailWhen::Before)
+        } else if let Some(when) = nth {
+            Some(when)
+        } else if self.fail_writes_after_commit.load(Ordering::SeqCst) {
+            Some(FailWhen::AfterCommit)
+        } else {
+            None
         }
-        Ok(())
+    }
+
+    /// Runs a write (a future not yet polled, so "before" never touches the store) with the
+    /// planned failure.
+    async fn write<T>(&self, write: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match self.plan_write() {
+            None => write.await,
+            Some(FailWhen::Before) => Err(StoreError::Unavailable(
+                "injected write failure (nothing written)".into(),
+            )),
+            Some(FailWhen::AfterCommit) => {
+                write.await?;
+                Err(StoreError::Unavailable(
+                    "injected write failure (after commit)".into(),
+                ))
+            }
+        }
     }
 }
 
@@ -55,8 +166,7 @@ impl Store for FlakyStore {
         self.inner.ping().await
     }
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        self.write()?;
-        self.inner.create_user(user).await
+        self.write(self.inner.create_user(user)).await
     }
     async fn user_by_id(&self, id: UserId) -> StoreResult<Option<User>> {
         self.read()?;
@@ -66,21 +176,35 @@ impl Store for FlakyStore {
         self.read()?;
         self.inner.user_by_username(username).await
     }
-    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> StoreResult<bool> {
-        self.write()?;
-        self.inner.set_password_hash(id, password_hash).await
-    }
     async fn set_banned(&self, id: UserId, banned_at: Option<OffsetDateTime>) -> StoreResult<bool> {
-        self.write()?;
-        self.inner.set_banned(id, banned_at).await
+        self.write(self.inner.set_banned(id, banned_at)).await
+    }
+    async fn advance_user_epoch(
+        &self,
+        user: UserId,
+        change: UserChange<'_>,
+        keep: Option<SessionId>,
+        revocation: &Revocation,
+    ) -> StoreResult<Option<EpochAdvanced>> {
+        self.write(
+            self.inner
+                .advance_user_epoch(user, change, keep, revocation),
+        )
+        .await
     }
     async fn create_session(
         &self,
         session: &Session,
         first: Option<&NewRefreshToken>,
-    ) -> StoreResult<()> {
-        self.write()?;
-        self.inner.create_session(session, first).await
+    ) -> StoreResult<CreateOutcome> {
+        let mut held = self.hold_creates.subscribe();
+        if *held.borrow_and_update() {
+            self.creates_waiting.fetch_add(1, Ordering::SeqCst);
+            let released = held.wait_for(|hold| !*hold).await.map(|_| ());
+            self.creates_waiting.fetch_sub(1, Ordering::SeqCst);
+            released.map_err(|_| StoreError::Unavailable("test store dropped".into()))?;
+        }
+        self.write(self.inner.create_session(session, first)).await
     }
     async fn session(&self, id: SessionId) -> StoreResult<Option<Session>> {
         self.read()?;
@@ -104,23 +228,11 @@ impl Store for FlakyStore {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
     ) -> StoreResult<bool> {
-        self.write()?;
-        self.inner.touch_session(id, now, idle_cutoff).await
+        self.write(self.inner.touch_session(id, now, idle_cutoff))
+            .await
     }
     async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool> {
-        self.write()?;
-        self.inner.revoke_session(id, revocation).await
-    }
-    async fn revoke_user_sessions(
-        &self,
-        user: UserId,
-        keep: Option<SessionId>,
-        revocation: &Revocation,
-    ) -> StoreResult<Vec<SessionId>> {
-        self.write()?;
-        self.inner
-            .revoke_user_sessions(user, keep, revocation)
-            .await
+        self.write(self.inner.revoke_session(id, revocation)).await
     }
     async fn revocations_after(
         &self,
@@ -145,22 +257,21 @@ impl Store for FlakyStore {
         sealed_successor: Option<&[u8]>,
         now: OffsetDateTime,
     ) -> StoreResult<RotateOutcome> {
-        self.write()?;
-        self.inner
-            .rotate_refresh_token(presented, successor, sealed_successor, now)
-            .await
+        self.write(
+            self.inner
+                .rotate_refresh_token(presented, successor, sealed_successor, now),
+        )
+        .await
     }
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
-        self.write()?;
-        self.inner.insert_signing_key(key).await
+        self.write(self.inner.insert_signing_key(key)).await
     }
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
         self.read()?;
         self.inner.signing_keys().await
     }
     async fn delete_signing_key(&self, kid: &str) -> StoreResult<bool> {
-        self.write()?;
-        self.inner.delete_signing_key(kid).await
+        self.write(self.inner.delete_signing_key(kid)).await
     }
     async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>> {
         self.read()?;
@@ -171,7 +282,6 @@ impl Store for FlakyStore {
         self.inner.count_live_sessions(now).await
     }
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
-        self.write()?;
-        self.inner.purge_expired(now, limit).await
+        self.write(self.inner.purge_expired(now, limit)).await
     }
 }

@@ -227,6 +227,17 @@ mod redis_backend {
         };
         let now = time::OffsetDateTime::now_utc();
         let user = UserId::new();
+        store
+            .create_user(&latchkey_core::User {
+                id: user,
+                username: format!("u{}", user.0.simple()),
+                password_hash: "x".into(),
+                created_at: now,
+                banned_at: None,
+                session_epoch: 0,
+            })
+            .await
+            .expect("create user");
         let cookie = Session {
             id: SessionId::new(),
             user_id: user,
@@ -242,6 +253,7 @@ mod redis_backend {
             revoke_reason: None,
             user_agent: None,
             ip: None,
+            epoch: 0,
         };
         let family = Session {
             id: SessionId::new(),
@@ -258,11 +270,17 @@ mod redis_backend {
             issued_at: at,
         };
         let first = token(now);
-        store.create_session(&cookie, None).await.expect("create");
-        store
-            .create_session(&family, Some(&first))
-            .await
-            .expect("create");
+        assert_eq!(
+            store.create_session(&cookie, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
+        assert_eq!(
+            store
+                .create_session(&family, Some(&first))
+                .await
+                .expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         let second = token(now);
         store
             .rotate_refresh_token(&first.hash, &second, Some(&[1, 2, 3]), now)
@@ -307,7 +325,7 @@ mod redis_backend {
         kinds.dedup();
         assert_eq!(
             kinds,
-            ["feed", "feed:seq", "rt", "s", "sec", "sessions", "u"],
+            ["feed", "feed:seq", "rt", "s", "sec", "sessions", "u", "ue"],
             "{keys:?}"
         );
         let feed_ttl: i64 = redis::cmd("PTTL")
@@ -319,6 +337,133 @@ mod redis_backend {
         drop(test_store);
         let left = keys_under(&mut conn, &prefix).expect("scan");
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// An epoch advance cut between its SQL step and its Redis step (the SQL commit stands, the
+    /// script never ran) leaves the user banned with the new epoch in SQL. A login that read the
+    /// old epoch is still refused (creation checks the SQL row first), and retrying the advance
+    /// completes it: the old session is revoked and no longer rotates.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_advance_cut_after_its_sql_step_is_completed_by_a_retry() {
+        use latchkey_core::{
+            NewRefreshToken, Revocation, RevokeReason, Secret, Session, SessionId, SessionKind,
+            User, UserId,
+        };
+        use latchkey_store::testing::{FailWhen, FlakyStore};
+        use latchkey_store::{CreateOutcome, RotateOutcome, UserChange};
+        let Some(url) = redis_url() else {
+            return;
+        };
+        let prefix = unique_prefix();
+        let _guard = PrefixGuard {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        };
+        let sql = Arc::new(FlakyStore::new(Arc::new(MemoryStore::new())));
+        let store = RedisStore::new(sql.clone(), &url, &prefix)
+            .await
+            .expect("connect");
+        let now = time::OffsetDateTime::now_utc();
+        let user = User {
+            id: UserId::new(),
+            username: "cut".into(),
+            password_hash: "x".into(),
+            created_at: now,
+            banned_at: None,
+            session_epoch: 0,
+        };
+        store.create_user(&user).await.expect("create user");
+        let session = |epoch| Session {
+            id: SessionId::new(),
+            user_id: user.id,
+            kind: SessionKind::Token,
+            client_id: Some("spa".into()),
+            scope: None,
+            secret_hash: None,
+            csrf_hash: None,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + time::Duration::days(1),
+            revoked_at: None,
+            revoke_reason: None,
+            user_agent: None,
+            ip: None,
+            epoch,
+        };
+        let token = |s: &Session| NewRefreshToken {
+            hash: Secret::generate().hash(),
+            session_id: s.id,
+            client_id: "spa".into(),
+            issued_at: now,
+        };
+        let old = session(0);
+        let first = token(&old);
+        assert_eq!(
+            store
+                .create_session(&old, Some(&first))
+                .await
+                .expect("create"),
+            CreateOutcome::Created
+        );
+        let ban = Revocation {
+            reason: RevokeReason::Banned,
+            at: now,
+            access_ttl: time::Duration::minutes(15),
+        };
+        sql.fail_nth_write(1, FailWhen::AfterCommit);
+        assert!(matches!(
+            store
+                .advance_user_epoch(user.id, UserChange::Ban(now), None, &ban)
+                .await,
+            Err(StoreError::Unavailable(_))
+        ));
+        let in_sql = store
+            .user_by_id(user.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert!(in_sql.is_banned());
+        assert_eq!(in_sql.session_epoch, 1);
+        // The gap: Redis has not revoked it yet (the server refuses it at every use, reading
+        // the SQL row); a login that read the old epoch gets nothing.
+        assert!(
+            store
+                .session(old.id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .is_live(now)
+        );
+        assert_eq!(
+            store
+                .create_session(&session(0), None)
+                .await
+                .expect("create"),
+            CreateOutcome::UserChanged
+        );
+        let done = store
+            .advance_user_epoch(user.id, UserChange::Ban(now), None, &ban)
+            .await
+            .expect("retry")
+            .expect("exists");
+        assert_eq!(done.epoch, 2);
+        assert_eq!(done.revoked, vec![old.id]);
+        assert!(
+            !store
+                .session(old.id)
+                .await
+                .expect("get")
+                .expect("exists")
+                .is_live(now)
+        );
+        let next = token(&old);
+        assert_eq!(
+            store
+                .rotate_refresh_token(&first.hash, &next, None, now)
+                .await
+                .expect("rotate"),
+            RotateOutcome::NotRotated
+        );
     }
 
     /// A `redis-server` of the test's own, on a free loopback port, killed when dropped.
@@ -400,9 +545,21 @@ mod redis_backend {
             .await
             .expect("connect");
         let now = time::OffsetDateTime::now_utc();
+        let user = UserId::new();
+        store
+            .create_user(&latchkey_core::User {
+                id: user,
+                username: format!("u{}", user.0.simple()),
+                password_hash: "x".into(),
+                created_at: now,
+                banned_at: None,
+                session_epoch: 0,
+            })
+            .await
+            .expect("create user");
         let session = || Session {
             id: SessionId::new(),
-            user_id: UserId::new(),
+            user_id: user,
             kind: SessionKind::Token,
             client_id: Some("spa".into()),
             scope: None,
@@ -415,6 +572,7 @@ mod redis_backend {
             revoke_reason: None,
             user_agent: None,
             ip: None,
+            epoch: 0,
         };
         let revocation = Revocation {
             reason: RevokeReason::Admin,
@@ -422,7 +580,10 @@ mod redis_backend {
             access_ttl: time::Duration::minutes(15),
         };
         let before = session();
-        store.create_session(&before, None).await.expect("create");
+        assert_eq!(
+            store.create_session(&before, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         assert!(
             store
                 .revoke_session(before.id, &revocation)
@@ -499,7 +660,10 @@ mod redis_backend {
         // The data went with the server: nothing is authenticated from thin air.
         assert_eq!(store.session(before.id).await.expect("get"), None);
         let after = session();
-        store.create_session(&after, None).await.expect("create");
+        assert_eq!(
+            store.create_session(&after, None).await.expect("create"),
+            latchkey_store::CreateOutcome::Created
+        );
         assert!(
             store
                 .revoke_session(after.id, &revocation)

@@ -5,6 +5,7 @@ use crate::output::{Table, clip, emit, json, rfc3339, when};
 use anyhow::Result;
 use clap::Subcommand;
 use latchkey_core::{RevokeReason, Session, SessionId};
+use latchkey_store::UserChange;
 use serde_json::json;
 use std::path::Path;
 
@@ -164,12 +165,16 @@ async fn revoke_one(ctx: &Ctx, sid: &str, as_json: bool) -> Result<()> {
 
 async fn revoke_all(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
     let user = ctx.find_user(spec).await?;
+    // As DELETE /admin/v1/users/{id}/sessions: the epoch advances, so logins in flight
+    // cannot create a session afterwards.
     let revoked = ctx
         .state()
         .await?
-        .revoke_user_sessions(user.id, None, RevokeReason::Admin)
+        .advance_user_epoch(user.id, UserChange::SessionsOnly, None, RevokeReason::Admin)
         .await
-        .map_err(|e| ctx.store_error(e))?;
+        .map_err(|e| ctx.store_error(e))?
+        .map(|advanced| advanced.revoked)
+        .ok_or_else(|| not_found(format!("no such user: {spec:?} (deleted meanwhile)")))?;
     if as_json {
         return json(&json!({
             "user": {"id": user.id.to_string(), "username": user.username},

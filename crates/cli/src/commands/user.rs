@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use latchkey_core::{RevokeReason, User, UserId, Username};
 use latchkey_server::password::Passwords;
-use latchkey_store::StoreError;
+use latchkey_store::{StoreError, UserChange};
 use serde_json::json;
 use std::path::Path;
 
@@ -136,6 +136,7 @@ async fn add(ctx: &Ctx, username: &str, password_stdin: bool, as_json: bool) -> 
         password_hash,
         created_at: time::OffsetDateTime::now_utc(),
         banned_at: None,
+        session_epoch: 0,
     };
     ctx.store.create_user(&user).await.map_err(|e| match e {
         StoreError::Conflict(_) => taken(),
@@ -228,20 +229,24 @@ async fn show(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
     )
 }
 
+fn gone(spec: &str) -> anyhow::Error {
+    crate::failure::not_found(format!("no such user: {spec:?} (deleted meanwhile)"))
+}
+
 async fn ban(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
     let user = ctx.find_user(spec).await?;
     let state = ctx.state().await?;
     let now = state.clock.now();
-    // As POST /admin/v1/users/{id}/ban: ban first, so a racing login either fails or is
-    // among the sessions revoked just below.
-    ctx.store
-        .set_banned(user.id, Some(now))
+    // As POST /admin/v1/users/{id}/ban: one store step bans, advances the session epoch (a
+    // login racing it cannot create a session afterwards) and revokes every session.
+    let Some(advanced) = state
+        .advance_user_epoch(user.id, UserChange::Ban(now), None, RevokeReason::Banned)
         .await
-        .map_err(|e| ctx.store_error(e))?;
-    let revoked = state
-        .revoke_user_sessions(user.id, None, RevokeReason::Banned)
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+        .map_err(|e| ctx.store_error(e))?
+    else {
+        return Err(gone(spec));
+    };
+    let revoked = advanced.revoked;
     if as_json {
         return json(&json!({
             "id": user.id.to_string(),
@@ -263,10 +268,16 @@ async fn ban(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
 async fn unban(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
     let user = ctx.find_user(spec).await?;
     let was_banned = user.is_banned();
-    ctx.store
-        .set_banned(user.id, None)
+    // As POST /admin/v1/users/{id}/unban: the epoch advances too.
+    let state = ctx.state().await?;
+    if state
+        .advance_user_epoch(user.id, UserChange::Unban, None, RevokeReason::Admin)
         .await
-        .map_err(|e| ctx.store_error(e))?;
+        .map_err(|e| ctx.store_error(e))?
+        .is_none()
+    {
+        return Err(gone(spec));
+    }
     if as_json {
         return json(&json!({
             "id": user.id.to_string(),
@@ -291,20 +302,20 @@ async fn set_password(ctx: &Ctx, spec: &str, password_stdin: bool, as_json: bool
     let state = ctx.state().await?;
     let hash = hash_new_password(&state.passwords, &password).await?;
     drop(password);
-    if !ctx
-        .store
-        .set_password_hash(user.id, &hash)
+    // One store step: the hash, the new epoch and every session revoked, all or nothing.
+    let Some(advanced) = state
+        .advance_user_epoch(
+            user.id,
+            UserChange::Password(&hash),
+            None,
+            RevokeReason::PasswordChanged,
+        )
         .await
         .map_err(|e| ctx.store_error(e))?
-    {
-        return Err(crate::failure::not_found(format!(
-            "no such user: {spec:?} (deleted meanwhile)"
-        )));
-    }
-    let revoked = state
-        .revoke_user_sessions(user.id, None, RevokeReason::PasswordChanged)
-        .await
-        .map_err(|e| ctx.store_error(e))?;
+    else {
+        return Err(gone(spec));
+    };
+    let revoked = advanced.revoked;
     if as_json {
         return json(&json!({
             "id": user.id.to_string(),

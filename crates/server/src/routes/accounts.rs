@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use latchkey_core::{RevokeReason, User, UserId, Username};
+use latchkey_store::UserChange;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -51,6 +52,7 @@ pub async fn sign_up(
         password_hash: state.passwords.hash(password).await?,
         created_at: state.clock.now(),
         banned_at: None,
+        session_epoch: 0,
     };
     state.store.create_user(&user).await.map_err(|e| match e {
         latchkey_store::StoreError::Conflict(_) => ApiError::Conflict("username is taken"),
@@ -111,14 +113,18 @@ pub async fn change_password(
         .normalize_new(&body.new_password)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let hash = state.passwords.hash(new).await?;
-    state.store.set_password_hash(user.id, &hash).await?;
-    let revoked = state
-        .revoke_user_sessions(
+    // One store step: the new hash, the new session epoch (logins in flight with the old
+    // password cannot create a session after it), this session re-stamped, every other one
+    // revoked. It applies in full or not at all, so a failure (503) can be retried as is.
+    let advanced = state
+        .advance_user_epoch(
             user.id,
+            UserChange::Password(&hash),
             Some(caller.session.id),
             RevokeReason::PasswordChanged,
         )
-        .await?;
-    tracing::info!(target: "latchkey::security", user_id = %user.id, revoked = revoked.len(), "password changed; other sessions revoked");
+        .await?
+        .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
+    tracing::info!(target: "latchkey::security", user_id = %user.id, revoked = advanced.revoked.len(), kept = advanced.kept, "password changed; other sessions revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,6 +8,7 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use latchkey_core::{RevokeReason, UserId};
+use latchkey_store::UserChange;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -69,54 +70,56 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-async fn existing_user(state: &AppState, id: &str) -> ApiResult<UserId> {
-    let id = UserId::parse(id).ok_or(ApiError::NotFound)?;
-    state
-        .store
-        .user_by_id(id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(id)
+fn parse_user(id: &str) -> ApiResult<UserId> {
+    UserId::parse(id).ok_or(ApiError::NotFound)
 }
 
-/// Ban: refuse further logins and end every session, both kinds.
+/// Ban: refuse further logins and end every session, both kinds, in one store step that also
+/// advances the user's session epoch, so a login already past its password check cannot
+/// create a session afterwards and no session is refreshed after it (invariant 7).
 pub async fn ban(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = existing_user(&state, &id).await?;
+    let id = parse_user(&id)?;
     let now = state.clock.now();
-    // Ban first: a login racing this call either fails or is revoked just below.
-    state.store.set_banned(id, Some(now)).await?;
-    let revoked = state
-        .revoke_user_sessions(id, None, RevokeReason::Banned)
-        .await?;
-    tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "user banned");
+    let advanced = state
+        .advance_user_epoch(id, UserChange::Ban(now), None, RevokeReason::Banned)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::warn!(target: "latchkey::security", user_id = %id, revoked = advanced.revoked.len(), "user banned");
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Unban. Advances the epoch as well, so a login that read the banned user is never let in by
+/// a quick unban; sessions the ban ended stay ended.
 pub async fn unban(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = existing_user(&state, &id).await?;
-    state.store.set_banned(id, None).await?;
+    let id = parse_user(&id)?;
+    state
+        .advance_user_epoch(id, UserChange::Unban, None, RevokeReason::Admin)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     tracing::warn!(target: "latchkey::security", user_id = %id, "user unbanned");
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every session of the user revoked, and logins in flight refused (the epoch advances).
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = existing_user(&state, &id).await?;
-    let revoked = state
-        .revoke_user_sessions(id, None, RevokeReason::Admin)
-        .await?;
-    tracing::warn!(target: "latchkey::security", user_id = %id, revoked = revoked.len(), "all sessions revoked by admin");
+    let id = parse_user(&id)?;
+    let advanced = state
+        .advance_user_epoch(id, UserChange::SessionsOnly, None, RevokeReason::Admin)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::warn!(target: "latchkey::security", user_id = %id, revoked = advanced.revoked.len(), "all sessions revoked by admin");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,7 +16,7 @@ use latchkey_core::{
     NewRefreshToken, Presentation, RevokeReason, Secret, Session, SessionId, SessionKind,
     judge_presentation, open_successor, seal_successor,
 };
-use latchkey_store::RotateOutcome;
+use latchkey_store::{CreateOutcome, RotateOutcome};
 use serde::Deserialize;
 use time::Duration;
 
@@ -101,6 +101,9 @@ async fn password_grant(
         revoke_reason: None,
         user_agent: peer.user_agent.clone(),
         ip: Some(peer.ip.clone()),
+        // The epoch read with the user, before the password was verified: if a ban, password
+        // change or "revoke all" lands meanwhile, the store refuses to create the session.
+        epoch: user.session_epoch,
     };
     let refresh = Secret::generate();
     let first = NewRefreshToken {
@@ -109,7 +112,19 @@ async fn password_grant(
         client_id: client.id.clone(),
         issued_at: now,
     };
-    state.store.create_session(&session, Some(&first)).await?;
+    match state.store.create_session(&session, Some(&first)).await? {
+        CreateOutcome::Created => {}
+        CreateOutcome::UserChanged => {
+            tracing::info!(
+                target: "latchkey::security",
+                user_id = %user.id, client_id = %client.id,
+                "login refused: the account was banned, its password changed or its sessions revoked during the login"
+            );
+            return Err(ApiError::InvalidGrant(
+                "the account changed during the login (banned, password changed or sessions revoked); log in again".into(),
+            ));
+        }
+    }
     tracing::info!(user_id = %user.id, sid = %session.id, client_id = %client.id, "login");
     issue(state, client, &session, scope, &refresh)
 }
@@ -141,7 +156,18 @@ async fn refresh_grant(
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        match judge_presentation(&token, &session, &client.id, now, &state.policy) {
+        let verdict = judge_presentation(&token, &session, &client.id, now, &state.policy);
+        // A banned user's family, or one born before the user's current epoch (a password
+        // change or "revoke all" since), is not refreshed even if its revocation was never
+        // written. Reuse is still judged first: a reused token revokes its family regardless.
+        if matches!(verdict, Presentation::Rotate | Presentation::Replay { .. })
+            && !state.admitted(&session).await?
+        {
+            return Err(ApiError::InvalidGrant(
+                "the session has ended: the account was banned, its password changed or its sessions revoked".into(),
+            ));
+        }
+        match verdict {
             Presentation::Refuse(reason) => {
                 return Err(ApiError::InvalidGrant(reason.description().into()));
             }
@@ -355,7 +381,7 @@ async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_
         let Some((t, session)) = state.store.refresh_token(&secret.hash()).await? else {
             return Ok(None);
         };
-        if t.consumed_at.is_some() || !session.is_live(now) {
+        if t.consumed_at.is_some() || !session.is_live(now) || !state.admitted(&session).await? {
             return Ok(None);
         }
         return Ok(Some(serde_json::json!({
@@ -377,19 +403,21 @@ async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_
         return Ok(None);
     };
     match state.store.session(sid).await? {
-        Some(session) if session.is_live(now) => Ok(Some(serde_json::json!({
-            "active": true,
-            "token_type": "Bearer",
-            "sub": claims.sub,
-            "sid": claims.sid,
-            "client_id": claims.client_id,
-            "scope": claims.scope,
-            "iat": claims.iat,
-            "exp": claims.exp,
-            "aud": claims.aud,
-            "iss": claims.iss,
-            "jti": claims.jti,
-        }))),
+        Some(session) if session.is_live(now) && state.admitted(&session).await? => {
+            Ok(Some(serde_json::json!({
+                "active": true,
+                "token_type": "Bearer",
+                "sub": claims.sub,
+                "sid": claims.sid,
+                "client_id": claims.client_id,
+                "scope": claims.scope,
+                "iat": claims.iat,
+                "exp": claims.exp,
+                "aud": claims.aud,
+                "iss": claims.iss,
+                "jti": claims.jti,
+            })))
+        }
         _ => Ok(None),
     }
 }

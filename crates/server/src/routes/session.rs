@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{RevokeReason, Secret, Session, SessionId, SessionKind, User};
+use latchkey_store::CreateOutcome;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -85,8 +86,30 @@ pub async fn login(
         revoke_reason: None,
         user_agent: peer.user_agent.clone(),
         ip: Some(peer.ip.clone()),
+        // Read with the user before the password was verified (invariant 7).
+        epoch: user.session_epoch,
     };
-    state.store.create_session(&session, None).await?;
+    if state.store.create_session(&session, None).await? == CreateOutcome::UserChanged {
+        // A ban, password change or "revoke all" landed during this login. Answer as a
+        // login made a moment later would: banned 403, otherwise 401 (log in again).
+        tracing::info!(
+            target: "latchkey::security",
+            user_id = %user.id,
+            "cookie login refused: the account was banned, its password changed or its sessions revoked during the login"
+        );
+        let banned = state
+            .store
+            .user_by_id(user.id)
+            .await?
+            .is_none_or(|u| u.is_banned());
+        return Err(if banned {
+            ApiError::Forbidden("this account is banned".into())
+        } else {
+            ApiError::Unauthorized(
+                "the account changed during the login (password changed or sessions revoked); log in again",
+            )
+        });
+    }
     tracing::info!(user_id = %user.id, sid = %session.id, "cookie login");
     let mut response = Json(session_body(&session, &user, &secret)).into_response();
     response

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{RevokeReason, Session, SessionId, SessionKind};
+use latchkey_store::UserChange;
 use serde_json::{Value, json};
 
 /// Live sessions of the caller's user; cookie sessions past their idle timeout are left out.
@@ -73,13 +74,17 @@ pub async fn revoke(
 }
 
 pub async fn revoke_others(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusCode> {
-    let revoked = state
-        .revoke_user_sessions(
+    // The epoch advances and this session is re-stamped with it in the same step: logins of
+    // the user still in flight (on other devices) cannot create a session afterwards.
+    let advanced = state
+        .advance_user_epoch(
             caller.session.user_id,
+            UserChange::SessionsOnly,
             Some(caller.session.id),
             RevokeReason::UserRevoked,
         )
-        .await?;
-    tracing::info!(count = revoked.len(), by = %caller.session.id, "other sessions revoked by their user");
+        .await?
+        .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
+    tracing::info!(count = advanced.revoked.len(), by = %caller.session.id, "other sessions revoked by their user");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ mod browser;
 mod browser_apps;
 mod cookie_mode;
 mod discovery;
+mod epoch;
 mod faults;
 mod feed;
 mod interop;
