@@ -31,6 +31,12 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body is larger than 65536 bytes")]
     PayloadTooLarge,
+    /// BFF proxy: the body is over `bff.max_body` (413).
+    #[error("request body is larger than {0} bytes")]
+    ProxyBodyTooLarge(u64),
+    /// BFF proxy: the browser's request body stalled past `bff.request_idle_timeout` (408).
+    #[error("{0}")]
+    RequestTimeout(&'static str),
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -67,7 +73,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::ProxyBodyTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -90,7 +99,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::PayloadTooLarge | ApiError::ProxyBodyTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",

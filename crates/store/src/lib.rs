@@ -199,10 +199,22 @@ pub async fn open(
     redis: Option<&str>,
     redis_prefix: &str,
 ) -> StoreResult<Arc<dyn Store>> {
+    open_with_redis_tls_ca(database, redis, redis_prefix, None).await
+}
+
+/// [`open`], with the CA (PEM) a `rediss://` Redis is checked against instead of the system's.
+pub async fn open_with_redis_tls_ca(
+    database: &str,
+    redis: Option<&str>,
+    redis_prefix: &str,
+    redis_tls_ca: Option<&[u8]>,
+) -> StoreResult<Arc<dyn Store>> {
     let sql = connect(database).await?;
     match redis {
         None => Ok(sql),
-        Some(url) => Ok(Arc::new(RedisStore::new(sql, url, redis_prefix).await?)),
+        Some(url) => Ok(Arc::new(
+            RedisStore::with_tls_ca(sql, url, redis_prefix, redis_tls_ca).await?,
+        )),
     }
 }
 

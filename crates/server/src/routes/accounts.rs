@@ -86,6 +86,7 @@ pub struct ChangePassword {
 /// POST /v1/password: needs the current password; ends every other session of the user.
 pub async fn change_password(
     State(state): State<AppState>,
+    client: ClientInfo,
     caller: Caller,
     JsonBody(body): JsonBody<ChangePassword>,
 ) -> ApiResult<StatusCode> {
@@ -94,13 +95,25 @@ pub async fn change_password(
         .user_by_id(caller.session.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
-    // The current password is a login in disguise: same throttle.
-    state.throttles.login_per_account.check(&user.username)?;
+    // The current password is a login in disguise: same throttles, same failure count.
+    let account_at_address = crate::login::account_key(&user.username, &client.ip);
+    state
+        .throttles
+        .login_per_account
+        .check(&account_at_address)?;
+    state.throttles.login_per_account_all.check(&user.username)?;
     if !state
         .passwords
         .verify(&body.current_password, Some(&user.password_hash))
         .await?
     {
+        crate::login::record_failure(
+            &state,
+            "password_change_failed",
+            "account",
+            &user.username,
+            &client.ip,
+        );
         tracing::info!(target: "latchkey::security", user_id = %user.id, "password change refused: wrong current password");
         return Err(ApiError::Forbidden(
             "the current password is incorrect".into(),

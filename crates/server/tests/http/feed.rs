@@ -270,3 +270,31 @@ async fn a_revoked_token_stays_refused_through_the_leeway_second() {
     assert!(fresh.is_revoked(&sid));
     assert_eq!(first.clock.now(), at_exp);
 }
+
+/// `GET /v1/authorize?aud=A`: a Bearer token whose audience is not A is 401, so a token
+/// minted for one API does not pass forward auth for every app. Cookies are not bound to
+/// an audience; a malformed `aud` is 400.
+#[tokio::test]
+async fn forward_auth_can_require_an_audience() {
+    let app = TestApp::new().await;
+    let t = app.login("gina").await; // client spa: audience "api"
+    let auth = format!("Bearer {}", t.access);
+    let bearer = [("authorization", auth.as_str())];
+    for path in ["/v1/authorize", "/v1/authorize?aud=api"] {
+        let r = app.get(path, &bearer).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in ["/v1/authorize?aud=internal", "/v1/authorize?aud=ap", "/v1/authorize?aud=api2"] {
+        app.get(path, &bearer)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    app.get("/v1/authorize?aud=", &bearer)
+        .await
+        .assert_error(400, "invalid_request");
+    let b = app.browser_login("gina").await;
+    let r = app
+        .get("/v1/authorize?aud=internal", &[("cookie", &b.cookie)])
+        .await;
+    assert_eq!(r.status, 200, "cookie sessions carry no audience");
+}

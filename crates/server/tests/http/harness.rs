@@ -39,6 +39,7 @@ pub fn test_config() -> Config {
             secret: None,
             audience: "api".into(),
             scopes: vec!["read".into(), "write".into()],
+            account_api: true,
         },
         ClientConfig {
             id: "backend".into(),
@@ -46,6 +47,7 @@ pub fn test_config() -> Config {
             secret: Some(Redacted(BACKEND_SECRET.into())),
             audience: "internal".into(),
             scopes: vec!["read".into()],
+            account_api: true,
         },
     ];
     config
