@@ -106,23 +106,23 @@ async fn failed_logins_are_logged_for_fail2ban() {
     let logs = crate::observability::captured_logs().clone();
     let app = TestApp::new().await;
     app.sign_up("fail2ban-user").await;
-    login_from(&app, [203, 0, 113, 7], "FAIL2BAN-User", "wrong password").await;
-    login_from(&app, [203, 0, 113, 8], "no such user with spaces", "x").await;
+    login_from(&app, [198, 18, 7, 7], "FAIL2BAN-User", "wrong password").await;
+    login_from(&app, [198, 18, 7, 8], "no such user with spaces", "x").await;
     let text = logs.text();
     let line = text
         .lines()
-        .find(|l| l.contains("ip=203.0.113.7"))
+        .find(|l| l.contains("ip=198.18.7.7"))
         .unwrap_or_else(|| panic!("no line for the failed login"));
     assert!(line.contains("latchkey::security"), "{line}");
     assert!(
-        line.contains("event=login_failed mode=token username=fail2ban-user ip=203.0.113.7"),
+        line.contains("event=login_failed mode=token username=fail2ban-user ip=198.18.7.7"),
         "{line}"
     );
     assert!(line.contains("username=fail2ban-user"), "{line}");
     assert!(line.contains("authentication failed"), "{line}");
     let line = text
         .lines()
-        .find(|l| l.contains("ip=203.0.113.8"))
+        .find(|l| l.contains("ip=198.18.7.8"))
         .unwrap_or_else(|| panic!("no line for the unknown user"));
     assert!(line.contains("username=no?such?user?with?spaces"), "{line}");
     assert!(!line.contains("wrong password"));
@@ -159,11 +159,15 @@ async fn per_ip_throttle() {
 #[tokio::test]
 async fn an_attacker_cannot_lock_the_user_out_for_long() {
     let mut config = test_config();
-    config.rate_limit.login_per_account = rate(4, 1); // one slot back every 250 ms
+    // 4 per address, 12 over all addresses, per 24 s: one slot back every 2 s.
+    config.rate_limit.login_per_account = rate(4, 24);
     let app = TestApp::with_config(config).await;
     app.sign_up("carol").await;
-    for _ in 0..8 {
-        login_from(&app, [203, 0, 113, 7], "carol", "guess-guess").await;
+    // Guesses from three addresses use up the account's budget over all addresses.
+    for attacker in [[203, 0, 113, 7], [203, 0, 113, 8], [203, 0, 113, 9]] {
+        for _ in 0..4 {
+            login_from(&app, attacker, "carol", "guess-guess").await;
+        }
     }
     assert_eq!(
         login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
@@ -171,7 +175,7 @@ async fn an_attacker_cannot_lock_the_user_out_for_long() {
             .0,
         429
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
             .await
