@@ -569,19 +569,35 @@ mod redis_backend {
             return;
         };
         let dir = tempfile::tempdir().expect("temp dir");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let made = std::process::Command::new(openssl)
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("run openssl");
-        assert!(made.success(), "openssl could not make a certificate");
+        let path = |name: &str| dir.path().join(name);
+        let (ca_cert, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+        // A throwaway CA, and a server certificate for 127.0.0.1 signed by it.
+        std::fs::write(
+            path("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write extensions");
+        let openssl_ok = |args: &[&str]| {
+            std::process::Command::new(openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(openssl_ok(&[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            "/CN=latchkey test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        ]));
+        assert!(openssl_ok(&[
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "key.pem", "-out", "server.csr",
+        ]));
+        assert!(openssl_ok(&[
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "cert.pem",
+        ]));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -594,7 +610,7 @@ mod redis_backend {
             .arg("--tls-key-file")
             .arg(&key)
             .arg("--tls-ca-cert-file")
-            .arg(&cert)
+            .arg(&ca_cert)
             .args(["--tls-auth-clients", "no"])
             .args(["--save", "", "--appendonly", "no", "--logfile", ""])
             .arg("--dir")
@@ -618,7 +634,7 @@ mod redis_backend {
             std::thread::sleep(Duration::from_millis(20));
         }
         let url = format!("rediss://127.0.0.1:{port}");
-        let ca = std::fs::read(&cert).expect("read cert");
+        let ca = std::fs::read(&ca_cert).expect("read CA");
         let store = RedisStore::with_tls_ca(
             Arc::new(MemoryStore::new()),
             &url,
