@@ -858,7 +858,13 @@ fn config_check_never_prints_secrets() {
             );
         }
     }
-    assert!(table.stdout.contains("postgres://latchkey:***@127.0.0.1:1/x"), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .contains("postgres://latchkey:***@127.0.0.1:1/x"),
+        "{}",
+        table.stdout
+    );
     let json = json.json();
     assert_eq!(json["config"]["redis"], "redis://:***@127.0.0.1:1");
     assert_eq!(json["config"]["clients"][0]["secret"], "<redacted>");

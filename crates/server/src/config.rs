@@ -402,7 +402,7 @@ impl Serialize for ByteSize {
         const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         match UNITS
             .iter()
-            .find(|(_, size)| self.0 >= *size && self.0 % size == 0)
+            .find(|(_, size)| self.0 >= *size && self.0.is_multiple_of(*size))
         {
             Some((unit, size)) => s.serialize_str(&format!("{}{unit}", self.0 / size)),
             None => s.serialize_str(&self.0.to_string()),
@@ -655,7 +655,8 @@ impl Config {
         let Some(path) = &self.redis_tls_ca else {
             return Ok(None);
         };
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if !pem
             .windows(b"-----BEGIN CERTIFICATE-----".len())
             .any(|w| w == b"-----BEGIN CERTIFICATE-----")
@@ -708,7 +709,8 @@ impl Config {
                     "is only used with a rediss:// Redis URL in `redis`",
                 ));
             }
-            self.redis_tls_ca_pem().map_err(|m| invalid("redis_tls_ca", m))?;
+            self.redis_tls_ca_pem()
+                .map_err(|m| invalid("redis_tls_ca", m))?;
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
             return Err(invalid("redis_prefix", "must be 1-64 characters"));
@@ -1052,15 +1054,21 @@ mod tests {
         assert!(err.contains("`redis`"), "{err}");
         let dir = tempfile::tempdir().expect("dir");
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-            .expect("write");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
         let toml = format!(
             "redis = \"rediss://127.0.0.1:6380\"\nredis_tls_ca = {:?}",
             ca.display().to_string()
         );
         load(&toml, &[]).expect("CA accepted");
         let err = load(
-            &format!("redis = \"redis://127.0.0.1\"\nredis_tls_ca = {:?}", ca.display().to_string()),
+            &format!(
+                "redis = \"redis://127.0.0.1\"\nredis_tls_ca = {:?}",
+                ca.display().to_string()
+            ),
             &[],
         )
         .expect_err("CA without rediss")
@@ -1087,7 +1095,9 @@ mod tests {
             serde_json::to_value(ByteSize(10 * 1024 * 1024)).expect("json"),
             "10MiB"
         );
-        let c = load("[bff]\nmax_body = \"1MiB\"", &[]).expect("loads").config;
+        let c = load("[bff]\nmax_body = \"1MiB\"", &[])
+            .expect("loads")
+            .config;
         assert_eq!(c.bff.max_body, ByteSize(1 << 20));
         let c = load("[bff]\nmax_body = 4096", &[]).expect("loads").config;
         assert_eq!(c.bff.max_body, ByteSize(4096));

@@ -32,7 +32,10 @@ pub async fn check_credentials(
     // Throttle by the normalised name so look-alike spellings share one bucket.
     let account = normalized.as_ref().map_or(username, |u| u.as_str());
     let account_at_address = account_key(account, &peer.ip);
-    state.throttles.login_per_account.check(&account_at_address)?;
+    state
+        .throttles
+        .login_per_account
+        .check(&account_at_address)?;
     state.throttles.login_per_account_all.check(account)?;
 
     let user = match &normalized {

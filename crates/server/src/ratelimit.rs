@@ -110,7 +110,9 @@ impl FailureThrottle {
         let Some(tat) = tat else {
             return Ok(());
         };
-        let free_from = tat.checked_sub(rule.interval * (rule.burst - 1)).unwrap_or(now);
+        let free_from = tat
+            .checked_sub(rule.interval * (rule.burst - 1))
+            .unwrap_or(now);
         if free_from <= now {
             return Ok(());
         }

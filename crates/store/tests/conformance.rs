@@ -587,16 +587,49 @@ mod redis_backend {
                 .is_ok_and(|s| s.success())
         };
         assert!(openssl_ok(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-            "/CN=latchkey test CA", "-keyout", "ca.key", "-out", "ca.pem",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=latchkey test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
         ]));
         assert!(openssl_ok(&[
-            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-            "-keyout", "key.pem", "-out", "server.csr",
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
         ]));
         assert!(openssl_ok(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "1", "-extfile", "server.ext", "-out", "cert.pem",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
         ]));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -666,8 +699,7 @@ mod redis_backend {
             .expect("write over TLS");
         assert!(store.session(session.id).await.expect("read").is_some());
 
-        let untrusted =
-            RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix()).await;
+        let untrusted = RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix()).await;
         assert!(
             matches!(untrusted, Err(StoreError::Unavailable(_))),
             "a certificate no system CA signed must be refused: {untrusted:?}"

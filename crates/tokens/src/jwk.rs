@@ -175,11 +175,18 @@ mod tests {
             alg: "EdDSA".into(),
             use_: "sig".into(),
         };
-        assert_eq!(jwk.thumbprint(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(
+            jwk.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
         let p256 = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
-        let other = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
+        let other =
+            SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
         assert_eq!(p256.public_jwk().thumbprint().len(), 43);
-        assert_ne!(p256.public_jwk().thumbprint(), other.public_jwk().thumbprint());
+        assert_ne!(
+            p256.public_jwk().thumbprint(),
+            other.public_jwk().thumbprint()
+        );
     }
 
     #[test]

@@ -236,7 +236,14 @@ mod tests {
         });
         redact(None, &mut v);
         let shown = v.to_string();
-        for secret in ["dbpass", "qpass", "redispass", "admin-secret", "metrics-secret", "client-secret"] {
+        for secret in [
+            "dbpass",
+            "qpass",
+            "redispass",
+            "admin-secret",
+            "metrics-secret",
+            "client-secret",
+        ] {
             assert!(!shown.contains(secret), "{secret} shown: {shown}");
         }
         assert_eq!(v["clients"][0]["id"], "c");

@@ -101,7 +101,10 @@ pub async fn change_password(
         .throttles
         .login_per_account
         .check(&account_at_address)?;
-    state.throttles.login_per_account_all.check(&user.username)?;
+    state
+        .throttles
+        .login_per_account_all
+        .check(&user.username)?;
     if !state
         .passwords
         .verify(&body.current_password, Some(&user.password_hash))

@@ -56,15 +56,21 @@ async fn nfkc_case_folded_look_alikes_are_one_account() {
         assert_eq!(claims["sub"], user["id"], "{login_as}");
     }
     for again in ["karl", "\u{1D424}arl"] {
-        app.post_json("/v1/users", &json!({"username": again, "password": PASSWORD}))
-            .await
-            .assert_error(409, "conflict");
+        app.post_json(
+            "/v1/users",
+            &json!({"username": again, "password": PASSWORD}),
+        )
+        .await
+        .assert_error(409, "conflict");
     }
     let fish = app.sign_up("\u{FB01}sh").await;
     assert_eq!(fish["username"], "fish");
-    app.post_json("/v1/users", &json!({"username": "FISH", "password": PASSWORD}))
-        .await
-        .assert_error(409, "conflict");
+    app.post_json(
+        "/v1/users",
+        &json!({"username": "FISH", "password": PASSWORD}),
+    )
+    .await
+    .assert_error(409, "conflict");
 }
 
 #[tokio::test]
@@ -320,7 +326,13 @@ async fn tokens_of_a_client_without_account_api_cannot_manage_the_account() {
     .await
     .assert_error(401, "unauthorized");
     assert_eq!(app.me(&r.str_field("access_token")).await.status, 401);
-    let r = app.call("GET", "/v1/sessions", &[("authorization", &spa)], None).await;
+    let r = app
+        .call("GET", "/v1/sessions", &[("authorization", &spa)], None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json().as_array().expect("list").len(), 2, "nothing was revoked");
+    assert_eq!(
+        r.json().as_array().expect("list").len(),
+        2,
+        "nothing was revoked"
+    );
 }

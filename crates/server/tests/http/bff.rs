@@ -1329,18 +1329,29 @@ async fn bodies_over_bff_max_body_are_413() {
         builder.body(body).expect("request")
     };
     // Within the limit: forwarded.
-    let r = app.send(request(Body::from(vec![7u8; 1024]), Some(1024))).await;
+    let r = app
+        .send(request(Body::from(vec![7u8; 1024]), Some(1024)))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["bytes"], 1024);
     let hits = up.hits();
 
-    let r = app.send(request(Body::from(vec![7u8; 1025]), Some(1025))).await;
+    let r = app
+        .send(request(Body::from(vec![7u8; 1025]), Some(1025)))
+        .await;
     let body = r.assert_error(413, "payload_too_large");
     assert!(
-        body["error_description"].as_str().expect("text").contains("1024"),
+        body["error_description"]
+            .as_str()
+            .expect("text")
+            .contains("1024"),
         "{body}"
     );
-    assert_eq!(up.hits(), hits, "a declared oversize body never reaches the upstream");
+    assert_eq!(
+        up.hits(),
+        hits,
+        "a declared oversize body never reaches the upstream"
+    );
 
     let chunks = futures_util::stream::iter(
         (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 512]))),
@@ -1358,7 +1369,9 @@ async fn a_stalled_request_body_is_408() {
     app.sign_up("staller").await;
     let b = app.browser_login("staller").await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
-    tx.send(Ok(Bytes::from_static(b"first"))).await.expect("send");
+    tx.send(Ok(Bytes::from_static(b"first")))
+        .await
+        .expect("send");
     let request = axum::http::Request::builder()
         .method("POST")
         .uri("/api/upload")
@@ -1416,7 +1429,10 @@ async fn bff_tokens_cannot_manage_the_account_or_pass_for_another_audience() {
             .assert_error(401, "unauthorized");
     }
     let bearer = [("authorization", auth.as_str())];
-    assert_eq!(f.app.get("/v1/authorize?aud=api", &bearer).await.status, 200);
+    assert_eq!(
+        f.app.get("/v1/authorize?aud=api", &bearer).await.status,
+        200
+    );
     f.app
         .get("/v1/authorize?aud=other", &bearer)
         .await

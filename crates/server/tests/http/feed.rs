@@ -284,7 +284,11 @@ async fn forward_auth_can_require_an_audience() {
         let r = app.get(path, &bearer).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text());
     }
-    for path in ["/v1/authorize?aud=internal", "/v1/authorize?aud=ap", "/v1/authorize?aud=api2"] {
+    for path in [
+        "/v1/authorize?aud=internal",
+        "/v1/authorize?aud=ap",
+        "/v1/authorize?aud=api2",
+    ] {
         app.get(path, &bearer)
             .await
             .assert_error(401, "unauthorized");

@@ -137,8 +137,12 @@ async fn admin_token_guesses_at_introspect_are_throttled() {
         let access = t.access.clone();
         let app = &app;
         async move {
-            app.post_form_with("/oauth/introspect", &[("token", &access)], &[("authorization", &auth)])
-                .await
+            app.post_form_with(
+                "/oauth/introspect",
+                &[("token", &access)],
+                &[("authorization", &auth)],
+            )
+            .await
         }
     };
     assert_eq!(as_admin(admin).await.json()["active"], true);

@@ -143,8 +143,8 @@ async fn keys_stored_before_keep_their_kid() {
     let store: std::sync::Arc<dyn latchkey_store::Store> =
         std::sync::Arc::new(latchkey_store::MemoryStore::new());
     let now = latchkey_core::SystemClock.now();
-    let key = latchkey_tokens::SigningKey::generate(latchkey_tokens::Algorithm::EdDSA, now)
-        .expect("key");
+    let key =
+        latchkey_tokens::SigningKey::generate(latchkey_tokens::Algorithm::EdDSA, now).expect("key");
     store
         .insert_signing_key(&latchkey_store::StoredKey {
             kid: "Ab3legacy-kid-from-a-minute".into(),
