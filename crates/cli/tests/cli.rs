@@ -837,6 +837,54 @@ fn config_check_shows_where_values_come_from() {
         .fails(1, "LATCHKEY_REFRESH__TTL");
 }
 
+/// `config check` says secrets are redacted: connection-URL passwords and every token and
+/// client secret stay hidden in the table and in `--json`.
+#[test]
+fn config_check_never_prints_secrets() {
+    let env = Env::new();
+    std::fs::write(
+        env.path().join("latchkey.toml"),
+        format!(
+            "database = \"postgres://latchkey:db-password-123@127.0.0.1:1/x?password=query-password-123\"\n\
+             redis = \"redis://:redis-password-123@127.0.0.1:1\"\n\
+             admin_token = \"admin-token-0123456789\"\n\
+             feed_token = \"feed-token-0123456789\"\n\
+             [[clients]]\nid = \"c\"\nkind = \"confidential\"\nsecret = \"client-secret-0123456789\"\naudience = \"api\"\n\
+             {CHEAP}"
+        ),
+    )
+    .expect("write config");
+    let secrets = [
+        "db-password-123",
+        "query-password-123",
+        "redis-password-123",
+        "admin-token-0123456789",
+        "feed-token-0123456789",
+        "client-secret-0123456789",
+    ];
+    let table = env.run(&["config", "check"]).ok();
+    let json = env.run(&["config", "check", "--json"]).ok();
+    for out in [&table, &json] {
+        for secret in secrets {
+            assert!(
+                !out.stdout.contains(secret) && !out.stderr.contains(secret),
+                "{secret} printed: {}",
+                out.stdout
+            );
+        }
+    }
+    assert!(
+        table
+            .stdout
+            .contains("postgres://latchkey:***@127.0.0.1:1/x"),
+        "{}",
+        table.stdout
+    );
+    let json = json.json();
+    assert_eq!(json["config"]["redis"], "redis://:***@127.0.0.1:1");
+    assert_eq!(json["config"]["clients"][0]["secret"], "<redacted>");
+}
+
 #[test]
 fn a_port_in_use_is_reported_before_the_store_is_touched() {
     let env = Env::new();

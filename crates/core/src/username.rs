@@ -1,8 +1,12 @@
-//! Usernames are compared after PRECIS UsernameCaseMapped (RFC 8265): width mapping, case
-//! mapping and NFC, so that look-alike forms ("Alice", "ＡＬＩＣＥ") name one account.
+//! Usernames are compared after Unicode NFKC normalisation and case folding (API.md), then
+//! checked by PRECIS UsernameCaseMapped (RFC 8265), so that look-alike forms ("Alice",
+//! "ＡＬＩＣＥ", the Kelvin sign in "\u{212A}arl", mathematical letters "𝐚lice") name one
+//! account, and a form PRECIS alone would refuse (compatibility characters) reaches the
+//! account its NFKC form names.
 use precis_core::profile::PrecisFastInvocation;
 use precis_profiles::UsernameCaseMapped;
 use std::fmt;
+use unicode_normalization::UnicodeNormalization;
 
 pub const MAX_USERNAME_CHARS: usize = 64;
 
@@ -31,8 +35,9 @@ impl Username {
         if input.chars().count() > MAX_USERNAME_CHARS * 4 {
             return Err(UsernameError::TooLong);
         }
+        let folded = nfkc_casefold(input);
         let normalized =
-            UsernameCaseMapped::enforce(input).map_err(|_| UsernameError::Disallowed)?;
+            UsernameCaseMapped::enforce(folded.as_str()).map_err(|_| UsernameError::Disallowed)?;
         let normalized = normalized.into_owned();
         if normalized.is_empty() {
             return Err(UsernameError::Empty);
@@ -51,6 +56,21 @@ impl Username {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// NFKC, full case folding, NFKC again (Unicode's NFKC_Casefold, closely): after NFKC,
+/// Unicode lowercase equals full case folding except for the few code points mapped here.
+fn nfkc_casefold(input: &str) -> String {
+    let lowered = input.nfkc().collect::<String>().to_lowercase();
+    let mut folded = String::with_capacity(lowered.len());
+    for c in lowered.chars() {
+        match c {
+            'ß' | '\u{1E9E}' => folded.push_str("ss"),
+            'ς' => folded.push('σ'),
+            c => folded.push(c),
+        }
+    }
+    folded.nfkc().collect()
 }
 
 impl fmt::Display for Username {
@@ -82,6 +102,26 @@ mod tests {
         assert_eq!(
             Username::parse("jos\u{e9}").expect("valid"),
             Username::parse("jose\u{301}").expect("valid")
+        );
+    }
+
+    #[test]
+    fn nfkc_and_case_folding_variants_are_one_name() {
+        let karl = Username::parse("karl").expect("valid");
+        assert_eq!(Username::parse("\u{212A}arl").expect("Kelvin sign"), karl);
+        assert_eq!(Username::parse("\u{1D424}arl").expect("math bold"), karl);
+        assert_eq!(Username::parse("\u{FF2B}ARL").expect("fullwidth"), karl);
+        assert_eq!(
+            Username::parse("\u{FB01}sh").expect("ligature"),
+            Username::parse("fish").expect("valid")
+        );
+        assert_eq!(
+            Username::parse("STRASSE").expect("valid"),
+            Username::parse("stra\u{DF}e").expect("sharp s")
+        );
+        assert_eq!(
+            Username::parse("\u{3A3}\u{3A3}").expect("valid"),
+            Username::parse("\u{3C3}\u{3C2}").expect("final sigma")
         );
     }
 

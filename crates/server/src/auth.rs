@@ -4,7 +4,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use latchkey_core::{Session, SessionId};
+use latchkey_core::{Session, SessionId, SessionKind};
 use latchkey_tokens::{AccessTokenClaims, Validation, VerifyError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -36,25 +36,57 @@ pub fn secrets_equal(expected: &str, given: &str) -> bool {
 /// Checks an access token's signature and claims as Latchkey's own endpoints do: this issuer,
 /// any audience, at most [`OWN_LEEWAY_SECS`] of clock skew. Says nothing about its session.
 pub fn verify_own_token(state: &AppState, token: &str) -> Result<AccessTokenClaims, VerifyError> {
+    verify_own_token_for(state, token, None)
+}
+
+/// [`verify_own_token`], with an audience the token must have (or contain) when given.
+pub fn verify_own_token_for(
+    state: &AppState,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<AccessTokenClaims, VerifyError> {
     let validation = Validation {
         issuer: state.issuer.clone(),
-        audience: None,
+        audience: audience.map(str::to_string),
         leeway_secs: OWN_LEEWAY_SECS,
         now: state.clock.now().unix_timestamp(),
     };
     state.keyring().verify(token, &validation)
 }
 
-/// Verifies an access token strictly (any audience) and checks that its session is live.
+/// Whether a token of `client_id` may manage the user's account: only a configured client
+/// with `account_api` (default true). Tokens the BFF mints (`client_id` = the reserved
+/// [`BFF_CLIENT_ID`](crate::bff::BFF_CLIENT_ID), never a configured client) are for upstream
+/// APIs and never may.
+pub fn may_manage_account(state: &AppState, client_id: &str) -> bool {
+    client_id != crate::bff::BFF_CLIENT_ID
+        && state
+            .clients
+            .get(client_id)
+            .is_some_and(|client| client.account_api)
+}
+
+/// Verifies an access token strictly (any audience) and checks that its session is live and
+/// that its client may manage the account (the account endpoints' rule, API.md).
 pub async fn verify_access_token(state: &AppState, token: &str) -> Result<BearerSession, ApiError> {
     let now = state.clock.now();
     let claims = verify_own_token(state, token)
         .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
+    if !may_manage_account(state, &claims.client_id) {
+        return Err(ApiError::Unauthorized(
+            "this access token may not manage the account",
+        ));
+    }
     let sid = SessionId::parse(&claims.sid)
         .ok_or(ApiError::Unauthorized("the access token is invalid"))?;
     let session = state.store.session(sid).await?;
     match session {
         // The user must still admit the session too: not banned, same epoch (invariant 7).
+        // A token of a cookie session was minted for a resource audience (BFF or
+        // `POST /v1/session/token`): never an account credential, whatever its client says.
+        Some(session) if session.kind == SessionKind::Cookie => Err(ApiError::Unauthorized(
+            "this access token may not manage the account",
+        )),
         Some(session)
             if session.is_live(now)
                 && session.user_id.to_string() == claims.sub

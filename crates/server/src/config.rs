@@ -24,6 +24,9 @@ pub struct Config {
     pub database: String,
     pub redis: Option<String>,
     pub redis_prefix: String,
+    /// For a `rediss://` Redis: a PEM file of the CA certificate(s) to trust instead of the
+    /// system's.
+    pub redis_tls_ca: Option<PathBuf>,
     pub admin_token: Option<Redacted>,
     pub feed_token: Option<Redacted>,
     /// When set, `GET /metrics` needs `Authorization: Bearer <metrics_token>`.
@@ -56,6 +59,7 @@ impl Default for Config {
             database: "sqlite://latchkey.db".into(),
             redis: None,
             redis_prefix: "latchkey:".into(),
+            redis_tls_ca: None,
             admin_token: None,
             feed_token: None,
             metrics_token: None,
@@ -238,6 +242,14 @@ pub struct ClientConfig {
     /// client (CORS, exact match), and, for a public client, `POST /v1/session/token`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Whether this client's access tokens may call Latchkey's own account endpoints
+    /// (`/v1/me`, `/v1/password`, `/v1/sessions…`). Default true.
+    #[serde(default = "yes")]
+    pub account_api: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The Backend-for-Frontend proxy (docs/bff.md); validated by `crate::bff::validate`.
@@ -259,6 +271,14 @@ pub struct BffConfig {
     pub session_cache: Ttl,
     /// Serve the demo single-page app at `/demo/` (examples/bff-demo). Off by default.
     pub demo: bool,
+    /// Largest request body forwarded to an upstream (then 413 `payload_too_large`).
+    pub max_body: ByteSize,
+    /// Longest pause allowed between two pieces of a browser's request body (then 408 and
+    /// the upstream request is abandoned).
+    pub request_idle_timeout: Ttl,
+    /// Longest pause allowed between two pieces of an upstream's response body (then the
+    /// response to the browser is cut off).
+    pub response_idle_timeout: Ttl,
 }
 
 impl Default for BffConfig {
@@ -270,6 +290,9 @@ impl Default for BffConfig {
             strip_headers: Vec::new(),
             session_cache: Ttl(Duration::ZERO),
             demo: false,
+            max_body: ByteSize(10 * 1024 * 1024),
+            request_idle_timeout: Ttl(Duration::from_secs(30)),
+            response_idle_timeout: Ttl(Duration::from_secs(60)),
         }
     }
 }
@@ -414,6 +437,64 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// A size in bytes, written as a number of bytes or with a unit: `10MiB`, `512KiB`, `1GiB`
+/// (also `KB`/`MB`/`GB`, powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        match UNITS
+            .iter()
+            .find(|(_, size)| self.0 >= *size && self.0.is_multiple_of(*size))
+        {
+            Some((unit, size)) => s.serialize_str(&format!("{}{unit}", self.0 / size)),
+            None => s.serialize_str(&self.0.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Bytes(n) => return Ok(ByteSize(n)),
+            Raw::Text(text) => text,
+        };
+        parse_byte_size(&text).map(ByteSize).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a size like \"10MiB\", \"512KiB\" or a number of bytes"
+            ))
+        })
+    }
+}
+
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(multiplier)
+}
+
 fn parse_rate(text: &str) -> Option<Rate> {
     let text = text.trim();
     if text.eq_ignore_ascii_case("off") {
@@ -491,6 +572,7 @@ const KNOWN_KEYS: &[&str] = &[
     "database",
     "redis",
     "redis_prefix",
+    "redis_tls_ca",
     "admin_token",
     "feed_token",
     "metrics_token",
@@ -511,6 +593,9 @@ const KNOWN_KEYS: &[&str] = &[
     "bff.strip_headers",
     "bff.session_cache",
     "bff.demo",
+    "bff.max_body",
+    "bff.request_idle_timeout",
+    "bff.response_idle_timeout",
     "access_token",
     "access_token.ttl",
     "access_token.algorithm",
@@ -672,6 +757,25 @@ impl Config {
         warnings
     }
 
+    /// The PEM of `redis_tls_ca`, read and checked for certificates; None when not set.
+    pub fn redis_tls_ca_pem(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = &self.redis_tls_ca else {
+            return Ok(None);
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if !pem
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        Ok(Some(pem))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.issuer.is_none() && self.listen.ip().is_unspecified() {
             return Err(invalid(
@@ -707,11 +811,26 @@ impl Config {
         }
         if let Some(redis) = &self.redis
             && !redis.starts_with("redis://")
+            && !redis.starts_with("rediss://")
         {
             return Err(invalid(
                 "redis",
-                "must be a redis:// URL (TLS to Redis is not built in: use a local TLS tunnel)",
+                "must be a redis:// URL, or rediss:// for TLS",
             ));
+        }
+        if self.redis_tls_ca.is_some() {
+            if !self
+                .redis
+                .as_deref()
+                .is_some_and(|r| r.starts_with("rediss://"))
+            {
+                return Err(invalid(
+                    "redis_tls_ca",
+                    "is only used with a rediss:// Redis URL in `redis`",
+                ));
+            }
+            self.redis_tls_ca_pem()
+                .map_err(|m| invalid("redis_tls_ca", m))?;
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.len() > 64 {
             return Err(invalid("redis_prefix", "must be 1-64 characters"));
@@ -790,6 +909,12 @@ impl Config {
             if c.id.is_empty() || c.id.len() > 128 || !c.id.chars().all(|ch| ch.is_ascii_graphic())
             {
                 return Err(invalid(key("id"), "must be 1-128 visible ASCII characters"));
+            }
+            if c.id == crate::bff::BFF_CLIENT_ID {
+                return Err(invalid(
+                    key("id"),
+                    format!("{:?} is reserved for the tokens the BFF mints", c.id),
+                ));
             }
             if !ids.insert(c.id.as_str()) {
                 return Err(invalid(
@@ -1191,6 +1316,71 @@ mod tests {
             .config;
         let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("serialises"));
         assert!(!shown.contains("metrics-token-0123456789"));
+    }
+
+    #[test]
+    fn rediss_and_its_ca() {
+        let c = load("redis = \"rediss://:pw@redis.example:6380\"", &[])
+            .expect("rediss accepted")
+            .config;
+        assert_eq!(c.redis.as_deref(), Some("rediss://:pw@redis.example:6380"));
+        let err = load("redis = \"http://x\"", &[])
+            .expect_err("bad scheme")
+            .to_string();
+        assert!(err.contains("`redis`"), "{err}");
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let toml = format!(
+            "redis = \"rediss://127.0.0.1:6380\"\nredis_tls_ca = {:?}",
+            ca.display().to_string()
+        );
+        load(&toml, &[]).expect("CA accepted");
+        let err = load(
+            &format!(
+                "redis = \"redis://127.0.0.1\"\nredis_tls_ca = {:?}",
+                ca.display().to_string()
+            ),
+            &[],
+        )
+        .expect_err("CA without rediss")
+        .to_string();
+        assert!(err.contains("redis_tls_ca"), "{err}");
+        let err = load(
+            "redis = \"rediss://127.0.0.1\"\nredis_tls_ca = \"/nonexistent/ca.pem\"",
+            &[],
+        )
+        .expect_err("missing CA")
+        .to_string();
+        assert!(err.contains("redis_tls_ca"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes_parse_and_show() {
+        assert_eq!(parse_byte_size("10MiB"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_byte_size("512 KiB"), Some(512 * 1024));
+        assert_eq!(parse_byte_size("1000"), Some(1000));
+        assert_eq!(parse_byte_size("2MB"), Some(2_000_000));
+        assert_eq!(parse_byte_size("lots"), None);
+        assert_eq!(parse_byte_size("99999999999GiB"), None);
+        assert_eq!(
+            serde_json::to_value(ByteSize(10 * 1024 * 1024)).expect("json"),
+            "10MiB"
+        );
+        let c = load("[bff]\nmax_body = \"1MiB\"", &[])
+            .expect("loads")
+            .config;
+        assert_eq!(c.bff.max_body, ByteSize(1 << 20));
+        let c = load("[bff]\nmax_body = 4096", &[]).expect("loads").config;
+        assert_eq!(c.bff.max_body, ByteSize(4096));
+        let err = load("[bff]\nmax_body = \"huge\"", &[])
+            .expect_err("bad size")
+            .to_string();
+        assert!(err.contains("max_body"), "{err}");
     }
 
     #[test]

@@ -35,10 +35,13 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body is larger than 65536 bytes")]
     PayloadTooLarge,
-    /// The request body did not arrive within `server.body_read_timeout` (408; the
-    /// connection is closed).
-    #[error("the request body did not arrive in time")]
-    RequestTimeout,
+    /// The request body did not arrive in time: `server.body_read_timeout`, or for the BFF
+    /// proxy `bff.request_idle_timeout` (408; the connection is closed).
+    #[error("{0}")]
+    RequestTimeout(&'static str),
+    /// BFF proxy: the body is over `bff.max_body` (413).
+    #[error("request body is larger than {0} bytes")]
+    ProxyBodyTooLarge(u64),
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -76,8 +79,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::PayloadTooLarge | ApiError::ProxyBodyTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,8 +106,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::RequestTimeout => "request_timeout",
+            ApiError::PayloadTooLarge | ApiError::ProxyBodyTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
@@ -145,7 +150,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RequestTimeout => {
+            ApiError::RequestTimeout(_) => {
                 // The rest of the body may still be on its way: never read it as a request.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

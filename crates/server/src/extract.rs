@@ -28,7 +28,7 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else if crate::serve::is_body_timeout(&e) {
-                ApiError::RequestTimeout
+                ApiError::RequestTimeout("the request body did not arrive in time")
             } else {
                 ApiError::InvalidRequest("could not read the request body".into())
             }

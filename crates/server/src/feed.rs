@@ -2,6 +2,7 @@
 //! (which every instance writes) and keeps the set of revoked sessions whose access tokens may
 //! still be live. That set answers forward-auth checks without a store lookup, and new events
 //! are pushed to Server-Sent-Event subscribers.
+use crate::auth::OWN_LEEWAY_SECS;
 use crate::state::AppState;
 use latchkey_core::{RevocationEvent, SessionId};
 use std::collections::HashMap;
@@ -66,19 +67,25 @@ impl Follower {
     }
 
     /// Reads everything new from the store; returns how many events arrived.
+    ///
+    /// A revocation is remembered as long as a token of its session can still pass
+    /// Latchkey's own check, which allows [`OWN_LEEWAY_SECS`] of clock skew past `exp`:
+    /// forgetting it at `exp` would let a revoked token through again for that last second.
     pub async fn poll_once(&self, state: &AppState) -> Result<usize, latchkey_store::StoreError> {
         let now = state.clock.now();
+        // Tokens are refused once `exp <= now - leeway`: keep every event with a later `exp`.
+        let horizon = now - time::Duration::seconds(OWN_LEEWAY_SECS as i64);
         let mut total = 0;
         loop {
             let after = self.cursor.load(Ordering::SeqCst);
-            let page = state.store.revocations_after(after, PAGE, now).await?;
+            let page = state.store.revocations_after(after, PAGE, horizon).await?;
             let n = page.len();
             {
                 let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
                 for event in &page {
                     revoked.insert(event.sid, event.exp);
                 }
-                revoked.retain(|_, exp| *exp > now);
+                revoked.retain(|_, exp| *exp > horizon);
             }
             for event in page.iter().copied() {
                 // Two polls may overlap (the periodic one and one after a local revocation):

@@ -26,13 +26,15 @@ pub async fn load_or_create(
     let mut stored = store.signing_keys().await?;
     if !stored.iter().any(|k| k.algorithm == algorithm.as_str()) {
         // Instances started together on a fresh store all get here. Each proposes its key
-        // under the same `kid` (derived from what they all read), so the store's unique `kid`
-        // lets one insert win and the others adopt that key. With random kids each instance
+        // under the same stored id (derived from what they all read), so the store's unique
+        // id lets one insert win and the others adopt that key. With random ids each instance
         // would store and sign with a key of its own that the others would neither publish
         // nor accept until their next reload (crates/cli/tests/cluster.rs found this).
+        // That id is only the claim: the key is published and signs under its RFC 7638
+        // thumbprint ([`published_kid`]), so two installs never share a `kid`.
         let generated = SigningKey::generate(algorithm, now)?;
         let key = SigningKey::from_stored(
-            first_kid(algorithm, &stored, now),
+            format!("{FIRST_KEY_PREFIX}{}", first_kid(algorithm, &stored, now)),
             algorithm,
             generated.private_pkcs8_der(),
             now,
@@ -69,31 +71,50 @@ fn first_kid(algorithm: Algorithm, stored: &[StoredKey], now: OffsetDateTime) ->
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&hash.finalize()[..16])
 }
 
+/// Stored id prefix of a first key (see [`load_or_create`]): such a key is published and
+/// signs under its thumbprint instead of its stored id.
+pub const FIRST_KEY_PREFIX: &str = "first.";
+
+/// A stored key, parsed, under the `kid` it is published and signs with: the stored id, or
+/// for a first key its RFC 7638 thumbprint. Keys stored before (any other id) keep their id,
+/// so tokens they signed keep verifying.
+pub fn load_stored(k: &StoredKey) -> Result<SigningKey, StartError> {
+    let alg: Algorithm = k.algorithm.parse().map_err(|_| {
+        StartError::Other(format!(
+            "stored key {} has unknown algorithm {:?}",
+            k.kid, k.algorithm
+        ))
+    })?;
+    let key = SigningKey::from_stored(k.kid.clone(), alg, &k.private_der, k.created_at)?;
+    if !k.kid.starts_with(FIRST_KEY_PREFIX) {
+        return Ok(key);
+    }
+    let thumbprint = key.public_jwk().thumbprint();
+    Ok(SigningKey::from_stored(
+        thumbprint,
+        alg,
+        &k.private_der,
+        k.created_at,
+    )?)
+}
+
+/// The `kid` a stored key is published and signs under (see [`load_stored`]).
+pub fn published_kid(k: &StoredKey) -> Result<String, StartError> {
+    Ok(load_stored(k)?.kid().to_string())
+}
+
 /// The ring of every stored key, signing with the newest active key of `algorithm`.
 fn ring_from(
     stored: &[StoredKey],
     algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> Result<KeyRing, StartError> {
-    let signing_kid = signing_key(stored, algorithm, now)
-        .map(|k| k.kid.clone())
+    let signing = signing_key(stored, algorithm, now)
         .ok_or_else(|| StartError::Other(format!("no active {algorithm} signing key")))?;
+    let signing_kid = published_kid(signing)?;
     let keys = stored
         .iter()
-        .map(|k| {
-            let alg: Algorithm = k.algorithm.parse().map_err(|_| {
-                StartError::Other(format!(
-                    "stored key {} has unknown algorithm {:?}",
-                    k.kid, k.algorithm
-                ))
-            })?;
-            Ok(SigningKey::from_stored(
-                k.kid.clone(),
-                alg,
-                &k.private_der,
-                k.created_at,
-            )?)
-        })
+        .map(load_stored)
         .collect::<Result<Vec<_>, StartError>>()?;
     Ok(KeyRing::new(keys, &signing_kid)?)
 }

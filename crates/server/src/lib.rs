@@ -140,10 +140,14 @@ pub fn is_safe_request_id(id: &[u8]) -> bool {
 pub async fn open_store(
     config: &Config,
 ) -> Result<std::sync::Arc<dyn latchkey_store::Store>, latchkey_store::StoreError> {
-    latchkey_store::open(
+    let ca = config
+        .redis_tls_ca_pem()
+        .map_err(|e| latchkey_store::StoreError::Unavailable(format!("redis_tls_ca: {e}")))?;
+    latchkey_store::open_with_redis_tls_ca(
         &config.database,
         config.redis.as_deref(),
         &config.redis_prefix,
+        ca.as_deref(),
     )
     .await
 }

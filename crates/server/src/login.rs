@@ -3,6 +3,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::net::ClientInfo;
 use crate::state::AppState;
+use latchkey_core::username::MAX_USERNAME_CHARS;
 use latchkey_core::{User, Username};
 
 pub enum LoginRefused {
@@ -14,6 +15,11 @@ pub enum LoginRefused {
 
 /// Throttles, then verifies. Unknown users are verified against a dummy hash so they cost the
 /// same time as a wrong password.
+///
+/// `rate_limit.login_per_account` counts failed logins per (account, client address), and 3x
+/// that per account over all addresses (API.md): someone guessing from one address runs out
+/// long before the owner, logging in from another, is refused. A refused (429) attempt and a
+/// successful one take nothing from either budget.
 pub async fn check_credentials(
     state: &AppState,
     mode: &'static str,
@@ -24,8 +30,13 @@ pub async fn check_credentials(
     state.throttles.login_per_ip.check(&peer.throttle_key)?;
     let normalized = Username::parse(username).ok();
     // Throttle by the normalised name so look-alike spellings share one bucket.
-    let account_key = normalized.as_ref().map_or(username, |u| u.as_str());
-    state.throttles.login_per_account.check(account_key)?;
+    let account = normalized.as_ref().map_or(username, |u| u.as_str());
+    let account_at_address = account_key(account, &peer.throttle_key);
+    state
+        .throttles
+        .login_per_account
+        .check(&account_at_address)?;
+    state.throttles.login_per_account_all.check(account)?;
 
     let user = match &normalized {
         Some(name) => state.store.user_by_username(name.as_str()).await?,
@@ -46,9 +57,69 @@ pub async fn check_credentials(
             Ok(Ok(user))
         }
         _ => {
-            tracing::info!(target: "latchkey::security", ip = %peer.ip, "login failed");
+            record_failure(state, "login_failed", mode, account, peer);
             metrics::login(mode, "failed");
             Ok(Err(LoginRefused::BadCredentials))
         }
+    }
+}
+
+/// The per-(account, address) throttle key; `\0` cannot occur in either part.
+pub fn account_key(account: &str, ip: &str) -> String {
+    format!("{account}\0{ip}")
+}
+
+/// Counts a failed password check against both account budgets and logs it as a security
+/// event in one stable line for fail2ban and the like (target `latchkey::security`):
+///
+/// `WARN latchkey::security: authentication failed event=login_failed mode=token username=alice ip=203.0.113.7`
+///
+/// `event` is `login_failed` (a login, `mode` `token` or `cookie`) or
+/// `password_change_failed` (a wrong current password); `username` is the normalised name
+/// (or the name as typed, when it is not a valid one), at most 64 characters, with
+/// whitespace, control characters, quotes, backslashes and `=` shown as `?`; `ip` is the
+/// client address (the throttle counts IPv6 clients per /64). A fail2ban filter: `failregex = event=login_failed .* ip=<HOST>$`.
+pub fn record_failure(
+    state: &AppState,
+    event: &'static str,
+    mode: &'static str,
+    account: &str,
+    peer: &ClientInfo,
+) {
+    state
+        .throttles
+        .login_per_account
+        .failed(&account_key(account, &peer.throttle_key));
+    state.throttles.login_per_account_all.failed(account);
+    let username = loggable_username(account);
+    tracing::warn!(target: "latchkey::security", event = %event, mode = %mode, username = %username, ip = %peer.ip, "authentication failed");
+}
+
+/// A username safe to put in a log line: bounded, one token, no quoting needed.
+pub fn loggable_username(name: &str) -> String {
+    let shown: String = name
+        .chars()
+        .take(MAX_USERNAME_CHARS)
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '=' | '\'') {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if shown.is_empty() { "?".into() } else { shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_usernames_are_one_bounded_token() {
+        assert_eq!(loggable_username("alice"), "alice");
+        assert_eq!(loggable_username("a b=\"c\"\n"), "a?b??c??");
+        assert_eq!(loggable_username(""), "?");
+        assert_eq!(loggable_username(&"x".repeat(500)).chars().count(), 64);
     }
 }

@@ -1,4 +1,5 @@
-//! Per-instance throttles (GCRA via governor), keyed by IP, account or session.
+//! Per-instance throttles (GCRA via governor), keyed by IP, account or session, and failure
+//! throttles (GCRA too) that count only failed attempts.
 //!
 //! GCRA refills continuously: a `10/min` bucket emptied by an attacker is usable again one
 //! slot every 6 s, so a throttled account recovers seconds after the attack stops instead of
@@ -7,8 +8,10 @@ use crate::config::{Rate, RateLimitConfig};
 use crate::error::ApiError;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 pub struct Throttle {
@@ -49,9 +52,112 @@ impl Throttle {
     }
 }
 
+/// Counts failures only (GCRA, refilling continuously like [`Throttle`]): [`Self::check`]
+/// looks without taking anything, [`Self::failed`] takes a slot. So a success never uses up
+/// the budget, and neither does an attempt this throttle refused.
+#[derive(Clone)]
+pub struct FailureThrottle {
+    /// `None` = unlimited.
+    rule: Option<FailureRule>,
+    /// Theoretical arrival time per key: when the bucket is full again.
+    tat: Arc<Mutex<HashMap<String, Instant>>>,
+    name: &'static str,
+}
+
+#[derive(Clone, Copy)]
+struct FailureRule {
+    /// One slot refills every `interval`.
+    interval: Duration,
+    /// Slots when full.
+    burst: u32,
+}
+
+/// Keys kept before idle ones are swept on insert (a bound, not a working size).
+const FAILURE_KEYS_MAX: usize = 100_000;
+
+impl FailureThrottle {
+    /// `rate` failures per period; `multiplier` scales the count (3 for the all-addresses
+    /// budget of an account).
+    pub fn new(name: &'static str, rate: Rate, multiplier: u32) -> Self {
+        let rule = rate.per.and_then(|(n, period)| {
+            let burst = n.checked_mul(multiplier).filter(|b| *b > 0)?;
+            Some(FailureRule {
+                interval: period / burst,
+                burst,
+            })
+        });
+        Self {
+            rule,
+            tat: Arc::new(Mutex::new(HashMap::new())),
+            name,
+        }
+    }
+
+    /// 429 (with the seconds until a slot frees up) while `key` has no failure left; takes
+    /// nothing.
+    pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        let Some(rule) = self.rule else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let tat = self
+            .tat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .copied();
+        // Full bucket: tat <= now. Empty: tat >= now + burst * interval.
+        let Some(tat) = tat else {
+            return Ok(());
+        };
+        let free_from = tat
+            .checked_sub(rule.interval * (rule.burst - 1))
+            .unwrap_or(now);
+        if free_from <= now {
+            return Ok(());
+        }
+        let wait = free_from - now;
+        let retry_after_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        tracing::warn!(target: "latchkey::security", throttle = self.name, retry_after_secs, "rate limited");
+        crate::metrics::rate_limited(self.name);
+        Err(ApiError::RateLimited { retry_after_secs })
+    }
+
+    /// Records one failure for `key`.
+    pub fn failed(&self, key: &str) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        let now = Instant::now();
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= FAILURE_KEYS_MAX && !map.contains_key(key) {
+            map.retain(|_, tat| *tat > now);
+            if map.len() >= FAILURE_KEYS_MAX {
+                // Still full of live keys: forget the lot rather than grow without bound.
+                map.clear();
+            }
+        }
+        let tat = map.entry(key.to_string()).or_insert(now);
+        *tat = (*tat).max(now) + rule.interval;
+    }
+
+    /// Forgets keys whose bucket is full again.
+    pub fn shrink(&self) {
+        let now = Instant::now();
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, tat| *tat > now);
+        map.shrink_to_fit();
+    }
+}
+
 #[derive(Clone)]
 pub struct Throttles {
-    pub login_per_account: Throttle,
+    /// Failed logins (and wrong current passwords) per account and client address
+    /// (`rate_limit.login_per_account`).
+    pub login_per_account: FailureThrottle,
+    /// Failed logins per account over all addresses: 3x `rate_limit.login_per_account`, so
+    /// one address's guesses never lock the owner out elsewhere.
+    pub login_per_account_all: FailureThrottle,
     pub login_per_ip: Throttle,
     pub token_per_ip: Throttle,
     /// Refreshes of one family, at the same rate as token requests per IP.
@@ -61,7 +167,16 @@ pub struct Throttles {
 impl Throttles {
     pub fn new(config: &RateLimitConfig) -> Self {
         Self {
-            login_per_account: Throttle::new("login_per_account", config.login_per_account),
+            login_per_account: FailureThrottle::new(
+                "login_per_account",
+                config.login_per_account,
+                1,
+            ),
+            login_per_account_all: FailureThrottle::new(
+                "login_per_account_all",
+                config.login_per_account,
+                3,
+            ),
             login_per_ip: Throttle::new("login_per_ip", config.login_per_ip),
             token_per_ip: Throttle::new("token_per_ip", config.token_per_ip),
             refresh_per_session: Throttle::new("refresh_per_session", config.token_per_ip),
@@ -69,8 +184,9 @@ impl Throttles {
     }
 
     pub fn shrink(&self) {
+        self.login_per_account.shrink();
+        self.login_per_account_all.shrink();
         for t in [
-            &self.login_per_account,
             &self.login_per_ip,
             &self.token_per_ip,
             &self.refresh_per_session,
@@ -103,6 +219,43 @@ mod tests {
             other => panic!("expected 429, got {other:?}"),
         }
         t.check("b").expect("other keys unaffected");
+    }
+
+    #[test]
+    fn failure_throttles_count_failures_only() {
+        let t = FailureThrottle::new(
+            "t",
+            Rate {
+                per: Some((3, Duration::from_secs(60))),
+            },
+            1,
+        );
+        for _ in 0..10 {
+            t.check("a").expect("looking takes nothing");
+        }
+        for _ in 0..3 {
+            t.check("a").expect("within budget");
+            t.failed("a");
+        }
+        match t.check("a") {
+            Err(ApiError::RateLimited { retry_after_secs }) => {
+                assert!((1..=20).contains(&retry_after_secs), "{retry_after_secs}")
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        t.check("b").expect("other keys unaffected");
+        let all = FailureThrottle::new(
+            "t",
+            Rate {
+                per: Some((3, Duration::from_secs(60))),
+            },
+            3,
+        );
+        for _ in 0..9 {
+            all.check("a").expect("3x budget");
+            all.failed("a");
+        }
+        assert!(all.check("a").is_err());
     }
 
     #[test]

@@ -249,30 +249,59 @@ pub async fn open(
     redis: Option<&str>,
     redis_prefix: &str,
 ) -> StoreResult<Arc<dyn Store>> {
+    open_with_redis_tls_ca(database, redis, redis_prefix, None).await
+}
+
+/// [`open`], with the CA (PEM) a `rediss://` Redis is checked against instead of the system's.
+pub async fn open_with_redis_tls_ca(
+    database: &str,
+    redis: Option<&str>,
+    redis_prefix: &str,
+    redis_tls_ca: Option<&[u8]>,
+) -> StoreResult<Arc<dyn Store>> {
     let sql = connect(database).await?;
     match redis {
         None => Ok(sql),
-        Some(url) => Ok(Arc::new(RedisStore::new(sql, url, redis_prefix).await?)),
+        Some(url) => Ok(Arc::new(
+            RedisStore::with_tls_ca(sql, url, redis_prefix, redis_tls_ca).await?,
+        )),
     }
 }
 
-/// Hides a password in a connection URL before it goes into a message.
+/// Hides a password in a connection URL before it goes into a message: the one in the user
+/// info (`postgres://u:***@h/db`) and any `password=` query parameter (`?password=***`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (main, query) = match url.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (url, None),
+    };
+    let mut out = match (main.find("://"), main.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &main[scheme_end + 3..at];
             match userinfo.find(':') {
                 Some(colon) => format!(
                     "{}{}:***{}",
-                    &url[..scheme_end + 3],
+                    &main[..scheme_end + 3],
                     &userinfo[..colon],
-                    &url[at..]
+                    &main[at..]
                 ),
-                None => url.to_string(),
+                None => main.to_string(),
             }
         }
-        _ => url.to_string(),
+        _ => main.to_string(),
+    };
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name.eq_ignore_ascii_case("password") => format!("{name}=***"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -287,6 +316,14 @@ mod tests {
         assert_eq!(
             super::redact_url("sqlite://latchkey.db"),
             "sqlite://latchkey.db"
+        );
+        assert_eq!(
+            super::redact_url("postgres://h/db?sslmode=require&password=secret"),
+            "postgres://h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            super::redact_url("redis://:secret@h:6379/0"),
+            "redis://:***@h:6379/0"
         );
     }
 }

@@ -455,17 +455,51 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to Redis at `redis_url` (`redis://…`, `rediss://` is not built in) and keeps
-    /// every key under `prefix`. Users and signing keys go to `sql`. Fails with
-    /// `Unavailable` if Redis cannot be reached now; once built, the store reconnects by
-    /// itself and answers `Unavailable` (fail closed) while Redis is away.
+    /// Connects to Redis at `redis_url` (`redis://…`, or `rediss://…` for TLS, checked against
+    /// the system's CA certificates) and keeps every key under `prefix`. Users and signing
+    /// keys go to `sql`. Fails with `Unavailable` if Redis cannot be reached now; once built,
+    /// the store reconnects by itself and answers `Unavailable` (fail closed) while Redis is
+    /// away.
     pub async fn new(sql: Arc<dyn Store>, redis_url: &str, prefix: &str) -> StoreResult<Self> {
-        let client = ::redis::Client::open(redis_url).map_err(|e| {
+        Self::with_tls_ca(sql, redis_url, prefix, None).await
+    }
+
+    /// [`RedisStore::new`]; for `rediss://`, `tls_ca` (PEM, one or more certificates) when
+    /// given is the only trusted CA, instead of the system's.
+    pub async fn with_tls_ca(
+        sql: Arc<dyn Store>,
+        redis_url: &str,
+        prefix: &str,
+        tls_ca: Option<&[u8]>,
+    ) -> StoreResult<Self> {
+        let bad_url = |e: ::redis::RedisError| {
             StoreError::Unavailable(format!(
                 "bad Redis URL {:?}: {e}",
                 crate::redact_url(redis_url)
             ))
-        })?;
+        };
+        let client = if redis_url.starts_with("rediss://") {
+            // The redis crate builds its rustls config from the process default provider;
+            // another part of the process may have installed it already (the same one).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            match tls_ca {
+                Some(ca) => ::redis::Client::build_with_tls(
+                    redis_url,
+                    ::redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca.to_vec()),
+                    },
+                )
+                .map_err(bad_url)?,
+                None => ::redis::Client::open(redis_url).map_err(bad_url)?,
+            }
+        } else if tls_ca.is_some() {
+            return Err(StoreError::Unavailable(
+                "a Redis TLS CA is set but the Redis URL is not rediss://".into(),
+            ));
+        } else {
+            ::redis::Client::open(redis_url).map_err(bad_url)?
+        };
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))

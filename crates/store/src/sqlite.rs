@@ -41,16 +41,22 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await
-            .map_err(unavailable)?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migrating SQLite database: {e}")))?;
+        // Processes started together on a fresh file race to create it, switch it to WAL and
+        // migrate it. SQLite serialises their writes (busy timeout), and each migration is
+        // one transaction, so the loser of a race fails cleanly ("table already exists",
+        // a busy snapshot) and, tried again, finds the work done: a failed attempt is
+        // retried before it counts.
+        let mut attempt = 1;
+        let writer = loop {
+            match Self::open_writer(&options).await {
+                Ok(writer) => break writer,
+                Err(e) if attempt < OPEN_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "opening the SQLite database; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
@@ -59,7 +65,27 @@ impl SqliteStore {
             .map_err(unavailable)?;
         Ok(Self { writer, readers })
     }
+
+    /// The writer pool, connected and with every migration applied.
+    async fn open_writer(options: &SqliteConnectOptions) -> StoreResult<SqlitePool> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        if let Err(e) = MIGRATOR.run(&writer).await {
+            writer.close().await;
+            return Err(StoreError::Unavailable(format!(
+                "migrating SQLite database: {e}"
+            )));
+        }
+        Ok(writer)
+    }
 }
+
+/// Attempts at opening and migrating the database before its error counts (see `connect`).
+const OPEN_ATTEMPTS: u32 = 5;
 
 #[async_trait]
 impl Store for SqliteStore {

@@ -25,6 +25,39 @@ mod sqlite {
     }
 
     latchkey_store::store_conformance_tests!(fresh());
+
+    /// Several processes started at once on a fresh file (each its own connections and
+    /// runtime, as separate processes would be) all open and migrate it.
+    #[test]
+    fn concurrent_first_starts_on_one_fresh_file_all_succeed() {
+        for round in 0..8 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let starters: Vec<_> = (0..4)
+                .map(|_| {
+                    let (url, start) = (url.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        start.wait();
+                        runtime.block_on(async {
+                            latchkey_store::SqliteStore::connect(&url)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                    })
+                })
+                .collect();
+            for starter in starters {
+                let result = starter.join().expect("thread");
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+        }
+    }
 }
 
 /// Needs a PostgreSQL server: `LATCHKEY_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test`.
@@ -677,6 +710,183 @@ mod redis_backend {
             "cursor went back: {} after {first_cursor}",
             events[0].cursor
         );
+    }
+
+    /// `rediss://`: a `redis-server` of the test's own speaking TLS only, with a self-signed
+    /// certificate made by `openssl` in the test's temporary directory. Trusting that
+    /// certificate as the CA, the store connects and works; with the system's CAs (which do
+    /// not know it), it is refused: the certificate is checked, not just encrypted to.
+    #[tokio::test]
+    async fn rediss_connects_with_tls_and_checks_the_certificate() {
+        use latchkey_core::{Session, SessionId, SessionKind, UserId};
+        let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let (Some(binary), Some(openssl)) = (binary, openssl) else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED (rediss): needs the redis-server and openssl binaries"
+            );
+            return;
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = |name: &str| dir.path().join(name);
+        let (ca_cert, cert, key) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+        // A throwaway CA, and a server certificate for 127.0.0.1 signed by it.
+        std::fs::write(
+            path("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write extensions");
+        let openssl_ok = |args: &[&str]| {
+            std::process::Command::new(openssl)
+                .args(args)
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        assert!(openssl_ok(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=latchkey test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]));
+        assert!(openssl_ok(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ]));
+        assert!(openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "cert.pem",
+        ]));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(binary)
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&ca_cert)
+            .args(["--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no", "--logfile", ""])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        // Stopped by its PID (the child handle) when the test ends, however it ends.
+        struct Stop(std::process::Child);
+        impl Drop for Stop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _server = Stop(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "TLS redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!("rediss://127.0.0.1:{port}");
+        let ca = std::fs::read(&ca_cert).expect("read CA");
+        let sql = Arc::new(MemoryStore::new());
+        let now = time::OffsetDateTime::now_utc();
+        let user = UserId::new();
+        sql.create_user(&latchkey_core::User {
+            id: user,
+            username: format!("u{}", user.0.simple()),
+            password_hash: "x".into(),
+            created_at: now,
+            banned_at: None,
+            session_epoch: 0,
+        })
+        .await
+        .expect("create user");
+        let store = RedisStore::with_tls_ca(sql, &url, &unique_prefix(), Some(&ca))
+            .await
+            .expect("rediss:// with the server's CA connects");
+        let session = Session {
+            id: SessionId::new(),
+            user_id: user,
+            kind: SessionKind::Cookie,
+            client_id: None,
+            scope: None,
+            secret_hash: Some(latchkey_core::Secret::generate().hash()),
+            csrf_hash: None,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + time::Duration::hours(1),
+            revoked_at: None,
+            revoke_reason: None,
+            user_agent: None,
+            ip: None,
+            epoch: 0,
+        };
+        assert_eq!(
+            store
+                .create_session(&session, None)
+                .await
+                .expect("write over TLS"),
+            latchkey_store::CreateOutcome::Created
+        );
+        assert!(store.session(session.id).await.expect("read").is_some());
+
+        let untrusted = RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix()).await;
+        assert!(
+            matches!(untrusted, Err(StoreError::Unavailable(_))),
+            "a certificate no system CA signed must be refused: {untrusted:?}"
+        );
+        // Plain redis:// to a TLS-only port does not work either.
+        let plain = RedisStore::new(
+            Arc::new(MemoryStore::new()),
+            &format!("redis://127.0.0.1:{port}"),
+            &unique_prefix(),
+        )
+        .await;
+        assert!(plain.is_err());
     }
 
     /// A Redis that is not there fails closed, quickly: `Unavailable`, never a hang.

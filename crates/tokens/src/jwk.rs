@@ -64,6 +64,38 @@ impl Jwk {
     }
 }
 
+impl Jwk {
+    /// The RFC 7638 JWK thumbprint: SHA-256 of the required members in lexicographic order,
+    /// no whitespace, base64url without padding. Unique to the key material, so a `kid`
+    /// made from it never names two different keys.
+    pub fn thumbprint(&self) -> String {
+        // serde_json writes the `String`s escaped as RFC 7638 requires (these values never
+        // need escaping anyway: fixed names and base64url).
+        let canonical = match &self.y {
+            Some(y) => serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x, "y": y}),
+            None => serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x}),
+        };
+        // `json!` objects are BTreeMaps unless serde_json's `preserve_order` is on; write
+        // the members in order by hand to be independent of that.
+        let mut text = String::from("{");
+        if let serde_json::Value::Object(map) = &canonical {
+            let mut members: Vec<_> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(&serde_json::Value::String(k.clone()).to_string());
+                text.push(':');
+                text.push_str(&v.to_string());
+            }
+        }
+        text.push('}');
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
@@ -129,6 +161,32 @@ mod tests {
         assert!(text.starts_with("{\"keys\":["));
         let back: JwkSet = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, set);
+    }
+
+    /// RFC 8037 Appendix A.3: the thumbprint of its Ed25519 example key.
+    #[test]
+    fn rfc_8037_thumbprint() {
+        let jwk = Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+            y: None,
+            kid: "ignored".into(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        };
+        assert_eq!(
+            jwk.thumbprint(),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+        let p256 = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
+        let other =
+            SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
+        assert_eq!(p256.public_jwk().thumbprint().len(), 43);
+        assert_ne!(
+            p256.public_jwk().thumbprint(),
+            other.public_jwk().thumbprint()
+        );
     }
 
     #[test]

@@ -49,7 +49,52 @@ fn effective(config: &Config) -> Result<Value> {
             map.insert("allowed_origins".into(), config.allowed_origins().into());
         }
     }
+    redact(None, &mut value);
     Ok(value)
+}
+
+/// Shown instead of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// Whether a key names a secret by itself (tokens, secrets, passwords).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "secret"
+        || key == "password"
+        || key.ends_with("_secret")
+        || key.ends_with("_token")
+        || key.ends_with("_password")
+        || key.ends_with("_key")
+}
+
+/// Whether a key holds a connection URL that may carry a password (`database`, `redis`).
+fn is_url_key(key: &str) -> bool {
+    matches!(key, "database" | "redis") || key.ends_with("_url")
+}
+
+/// Replaces every secret in the shown configuration, wherever it sits (nested tables,
+/// `[[clients]]` entries): values of secret-named keys become `<redacted>`, passwords in
+/// connection URLs `***`. The config types already serialise their secrets redacted; this
+/// also covers plain-string keys (`database`, `redis`) and any secret key added later.
+fn redact(key: Option<&str>, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                redact(Some(k), v);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                redact(key, item);
+            }
+        }
+        Value::String(s) => match key {
+            Some(k) if is_secret_key(k) => *s = REDACTED.into(),
+            Some(k) if is_url_key(k) => *s = latchkey_store::redact_url(s),
+            _ => {}
+        },
+        _ => {}
+    }
 }
 
 /// Every leaf key (tables are walked, arrays are one value), sorted.
@@ -176,5 +221,33 @@ mod tests {
         );
         let keys: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["a", "list", "t.b"]);
+    }
+
+    #[test]
+    fn secrets_and_url_passwords_are_redacted_everywhere() {
+        let mut v = json!({
+            "database": "postgres://u:dbpass@h/db?sslmode=require&password=qpass",
+            "redis": "rediss://:redispass@h:6380",
+            "admin_token": "admin-secret",
+            "metrics_token": "metrics-secret",
+            "clients": [{"id": "c", "secret": "client-secret"}],
+            "bff": {"routes": [{"prefix": "/api/"}]},
+            "access_token": {"ttl": "15m"},
+        });
+        redact(None, &mut v);
+        let shown = v.to_string();
+        for secret in [
+            "dbpass",
+            "qpass",
+            "redispass",
+            "admin-secret",
+            "metrics-secret",
+            "client-secret",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert_eq!(v["clients"][0]["id"], "c");
+        assert_eq!(v["access_token"]["ttl"], "15m");
+        assert_eq!(v["redis"], "rediss://:***@h:6380");
     }
 }

@@ -97,6 +97,16 @@ async fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
         .signing_keys()
         .await
         .map_err(|e| ctx.store_error(e))?;
+    // Shown under the `kid` they are published with (a first key's is its thumbprint).
+    let keys: Vec<StoredKey> = keys
+        .into_iter()
+        .map(|mut k| {
+            if let Ok(kid) = latchkey_server::keys::published_kid(&k) {
+                k.kid = kid;
+            }
+            k
+        })
+        .collect();
     let now = OffsetDateTime::now_utc();
     let algorithm = ctx.config.access_token.algorithm.as_str();
     let statuses = statuses(&keys, algorithm, now);

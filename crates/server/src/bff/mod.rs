@@ -47,6 +47,10 @@ pub struct Bff {
     sessions: sessions::SessionCache,
     client: HttpClient,
     timeout: Duration,
+    /// `bff.max_body`, `bff.request_idle_timeout`, `bff.response_idle_timeout`.
+    max_body: u64,
+    request_idle: Duration,
+    response_idle: Duration,
     strip_headers: Vec<HeaderName>,
     demo: bool,
     /// The issuer's scheme and authority: what the public sees, never the request's `Host`.
@@ -67,6 +71,9 @@ impl Bff {
             cache: Arc::new(TokenCache::default()),
             sessions: sessions::SessionCache::new(config.bff.session_cache.0),
             timeout: config.bff.timeout.0,
+            max_body: config.bff.max_body.0,
+            request_idle: config.bff.request_idle_timeout.0,
+            response_idle: config.bff.response_idle_timeout.0,
             strip_headers: config
                 .bff
                 .strip_headers

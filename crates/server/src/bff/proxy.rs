@@ -8,16 +8,22 @@ use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONNECTION, COOKIE, EXPECT, FORWARDED, HOST, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, SET_COOKIE, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    VIA,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction; the names a
 /// `Connection` header lists go too.
@@ -35,13 +41,41 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Request headers that carry Latchkey credentials, client-asserted identity or routing
 /// facts only the proxy may state. `x-forwarded-*` and `x-latchkey-*` go by prefix.
-const STRIPPED: [HeaderName; 6] = [
+///
+/// Besides the standard ones, this strips the headers that common frameworks, servers and
+/// auth proxies take on trust: a browser sending them could otherwise steer an upstream past
+/// the proxy's checks (another path, another method, another client address, another user).
+const STRIPPED: [HeaderName; 27] = [
     HOST,
     AUTHORIZATION,
     FORWARDED,
     EXPECT,
+    VIA,
     HeaderName::from_static("x-real-ip"),
     HeaderName::from_static(crate::caller::CSRF_HEADER),
+    // Path and method rewrites (IIS, Symfony, Laravel, Express method-override, ...).
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    // Client addresses stated by CDNs and load balancers.
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-originating-ip"),
+    // Identities asserted by auth proxies (Apache, oauth2-proxy, Authelia, ...).
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-preferred-username"),
+    HeaderName::from_static("x-user"),
+    HeaderName::from_static("x-email"),
 ];
 const STRIPPED_PREFIXES: [&str; 2] = ["x-forwarded-", "x-latchkey-"];
 
@@ -81,6 +115,16 @@ pub(super) async fn forward(
     if !is_safe(request.method()) {
         check_csrf(state, request.headers(), &session)?;
     }
+    // A declared size over the limit is refused before anything is sent; an undeclared one
+    // (chunked) is counted as it streams (`ForwardBody`).
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > bff.max_body) {
+        return Err(ApiError::ProxyBodyTooLarge(bff.max_body));
+    }
     let minted = bff.cache.get(
         state,
         &session,
@@ -110,7 +154,15 @@ pub(super) async fn forward(
     }
 
     let (body_done, body_sent) = oneshot::channel();
-    let mut upstream = hyper::Request::new(ForwardBody::new(body, body_done));
+    let outcome = Arc::new(BodyOutcome::default());
+    let body = ForwardBody::new(
+        body,
+        body_done,
+        bff.max_body,
+        bff.request_idle,
+        outcome.clone(),
+    );
+    let mut upstream = hyper::Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.uri_mut() = uri;
     *upstream.version_mut() = Version::HTTP_11;
@@ -122,7 +174,19 @@ pub(super) async fn forward(
         tokio::time::sleep(bff.timeout).await;
     };
     let response = tokio::select! {
-        response = bff.client.request(upstream) => response.map_err(|e| upstream_error(route, &e))?,
+        response = bff.client.request(upstream) => match response {
+            Ok(response) => response,
+            // The browser's body broke the rules: say so, not "bad gateway".
+            Err(_) if outcome.too_large.load(Ordering::SeqCst) => {
+                return Err(ApiError::ProxyBodyTooLarge(bff.max_body));
+            }
+            Err(_) if outcome.stalled.load(Ordering::SeqCst) => {
+                return Err(ApiError::RequestTimeout(
+                    "the request body stalled past bff.request_idle_timeout",
+                ));
+            }
+            Err(e) => return Err(upstream_error(route, &e)),
+        },
         () = deadline => {
             tracing::warn!(upstream = %route.authority, prefix = %route.prefix, "BFF upstream timed out");
             return Err(ApiError::GatewayTimeout("the upstream did not answer in time"));
@@ -137,6 +201,12 @@ pub(super) async fn forward(
     }
     clean_response_headers(&mut parts.headers, state.cookie.name, &minted.token);
     parts.version = inbound_version;
+    let body = IdleBody {
+        inner: body,
+        idle: bff.response_idle,
+        timer: None,
+        prefix: route.prefix.clone(),
+    };
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
@@ -254,18 +324,46 @@ pub fn clean_response_headers(headers: &mut HeaderMap, cookie_name: &str, token:
     }
 }
 
+/// What became of the browser's body on its way upstream (read after a failed request).
+#[derive(Default)]
+pub struct BodyOutcome {
+    /// It grew past `bff.max_body`.
+    too_large: AtomicBool,
+    /// It paused past `bff.request_idle_timeout`.
+    stalled: AtomicBool,
+}
+
 /// The browser's request body on its way upstream, frame by frame (never collected), which
-/// says when it has been sent completely: the response timeout starts then.
+/// says when it has been sent completely: the response timeout starts then. It ends in an
+/// error (so the upstream request is abandoned) once more than `limit` bytes came, or when
+/// no piece arrived for `idle`.
 pub struct ForwardBody {
     inner: Body,
     done: Option<oneshot::Sender<()>>,
+    limit: u64,
+    sent: u64,
+    idle: Duration,
+    /// Started at the first poll, pushed back by every piece.
+    timer: Option<Pin<Box<Sleep>>>,
+    outcome: Arc<BodyOutcome>,
 }
 
 impl ForwardBody {
-    fn new(inner: Body, done: oneshot::Sender<()>) -> Self {
+    fn new(
+        inner: Body,
+        done: oneshot::Sender<()>,
+        limit: u64,
+        idle: Duration,
+        outcome: Arc<BodyOutcome>,
+    ) -> Self {
         let mut body = Self {
             inner,
             done: Some(done),
+            limit,
+            sent: 0,
+            idle,
+            timer: None,
+            outcome,
         };
         if hyper::body::Body::is_end_stream(&body.inner) {
             body.finish();
@@ -278,6 +376,12 @@ impl ForwardBody {
             let _ = done.send(());
         }
     }
+
+    fn fail(&mut self, flag: fn(&BodyOutcome) -> &AtomicBool, why: &'static str) -> axum::Error {
+        flag(&self.outcome).store(true, Ordering::SeqCst);
+        self.finish();
+        axum::Error::new(why)
+    }
 }
 
 impl hyper::body::Body for ForwardBody {
@@ -289,13 +393,96 @@ impl hyper::body::Body for ForwardBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
+        let idle = this.idle;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Pending => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    let error = this.fail(|o| &o.stalled, "the request body stalled");
+                    return Poll::Ready(Some(Err(error)));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(Instant::now() + idle);
+                }
+                if let Some(data) = frame.data_ref() {
+                    this.sent = this.sent.saturating_add(data.len() as u64);
+                    if this.sent > this.limit {
+                        let error = this.fail(|o| &o.too_large, "the request body is too large");
+                        return Poll::Ready(Some(Err(error)));
+                    }
+                }
+            }
+            Poll::Ready(_) => {}
+        }
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
             || hyper::body::Body::is_end_stream(&this.inner)
         {
             this.finish();
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The upstream's response body on its way to the browser, cut off (an error, so the
+/// browser sees an incomplete response, never a truncated "complete" one) when no piece
+/// arrived for `idle`.
+struct IdleBody<B> {
+    inner: B,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    prefix: String,
+}
+
+impl<B> hyper::body::Body for IdleBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        let idle = this.idle;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    tracing::warn!(prefix = %this.prefix, "BFF upstream response body stalled; cut off");
+                    return Poll::Ready(Some(Err(axum::Error::new(
+                        "the upstream response body stalled",
+                    ))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(Instant::now() + idle);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(axum::Error::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
@@ -336,6 +523,17 @@ mod tests {
             ("x-real-ip", "1.2.3.4"),
             ("x-latchkey-user", "admin"),
             ("x-internal-role", "admin"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
+            ("x-http-method-override", "DELETE"),
+            ("true-client-ip", "127.0.0.1"),
+            ("x-client-ip", "127.0.0.1"),
+            ("cf-connecting-ip", "127.0.0.1"),
+            ("remote-user", "admin"),
+            ("x-remote-user", "admin"),
+            ("x-auth-request-user", "admin"),
+            ("x-user", "admin"),
+            ("via", "1.1 trusted-proxy"),
             ("connection", "keep-alive, x-hop"),
             ("x-hop", "1"),
             ("keep-alive", "timeout=5"),

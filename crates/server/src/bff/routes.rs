@@ -139,10 +139,15 @@ pub fn validate(config: &BffConfig) -> Result<(), ConfigError> {
     for (key, ttl) in [
         ("bff.connect_timeout", config.connect_timeout),
         ("bff.timeout", config.timeout),
+        ("bff.request_idle_timeout", config.request_idle_timeout),
+        ("bff.response_idle_timeout", config.response_idle_timeout),
     ] {
         if ttl.0.is_zero() {
             return Err(invalid(key, "must be longer than zero"));
         }
+    }
+    if config.max_body.0 == 0 {
+        return Err(invalid("bff.max_body", "must be larger than zero"));
     }
     if config.session_cache.0 > std::time::Duration::from_secs(10) {
         return Err(invalid(

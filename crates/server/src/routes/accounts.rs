@@ -88,6 +88,7 @@ pub struct ChangePassword {
 /// POST /v1/password: needs the current password; ends every other session of the user.
 pub async fn change_password(
     State(state): State<AppState>,
+    client: ClientInfo,
     caller: Caller,
     JsonBody(body): JsonBody<ChangePassword>,
 ) -> ApiResult<StatusCode> {
@@ -96,13 +97,28 @@ pub async fn change_password(
         .user_by_id(caller.session.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
-    // The current password is a login in disguise: same throttle.
-    state.throttles.login_per_account.check(&user.username)?;
+    // The current password is a login in disguise: same throttles, same failure count.
+    let account_at_address = crate::login::account_key(&user.username, &client.throttle_key);
+    state
+        .throttles
+        .login_per_account
+        .check(&account_at_address)?;
+    state
+        .throttles
+        .login_per_account_all
+        .check(&user.username)?;
     if !state
         .passwords
         .verify(&body.current_password, Some(&user.password_hash))
         .await?
     {
+        crate::login::record_failure(
+            &state,
+            "password_change_failed",
+            "account",
+            &user.username,
+            &client,
+        );
         tracing::info!(target: "latchkey::security", user_id = %user.id, "password change refused: wrong current password");
         return Err(ApiError::Forbidden(
             "the current password is incorrect".into(),

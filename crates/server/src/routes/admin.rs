@@ -40,6 +40,23 @@ impl AdminGate {
         let entry = map.entry(ip.to_string()).or_insert((0, Instant::now()));
         entry.0 += 1;
     }
+
+    /// Every check of a presented admin token goes through here (the admin API and
+    /// `/oauth/introspect`), so each is throttled alike: 429 while `ip` (the client's throttle
+    /// key: its address, or its IPv6 /64) is over its failure
+    /// budget (even for the right token), else whether `presented` is the admin token, a
+    /// wrong one counted and logged.
+    pub fn check(&self, expected: &str, ip: &str, presented: &str) -> ApiResult<bool> {
+        if let Some(retry_after_secs) = self.blocked_for(ip) {
+            return Err(ApiError::RateLimited { retry_after_secs });
+        }
+        if crate::auth::secrets_equal(expected, presented) {
+            return Ok(true);
+        }
+        self.record_failure(ip);
+        tracing::warn!(target: "latchkey::security", ip = %ip, "admin authentication failed");
+        Ok(false)
+    }
 }
 
 /// Proof that the request carries the admin token.
@@ -55,13 +72,11 @@ impl FromRequestParts<AppState> for Admin {
         let peer = ClientInfo::from_request_parts(parts, state)
             .await
             .unwrap_or_else(|never| match never {});
-        if let Some(retry_after_secs) = state.admin_gate.blocked_for(&peer.throttle_key) {
-            return Err(ApiError::RateLimited { retry_after_secs });
-        }
         let presented = crate::auth::bearer_token(&parts.headers).unwrap_or("");
-        if !crate::auth::secrets_equal(expected.expose(), presented) {
-            state.admin_gate.record_failure(&peer.throttle_key);
-            tracing::warn!(target: "latchkey::security", ip = %peer.ip, "admin authentication failed");
+        if !state
+            .admin_gate
+            .check(expected.expose(), &peer.throttle_key, presented)?
+        {
             return Err(ApiError::Unauthorized(
                 "the admin token is missing or wrong",
             ));

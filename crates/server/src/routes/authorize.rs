@@ -1,7 +1,7 @@
 //! `GET /v1/authorize`: forward authentication for nginx `auth_request`, Traefik
 //! `forwardAuth` and Envoy. Bearer tokens are checked locally (signature + this instance's
 //! copy of the revocation feed, no store lookup); cookies are checked against the store.
-use crate::auth::{bearer_token, verify_own_token};
+use crate::auth::{bearer_token, verify_own_token_for};
 use crate::caller::authenticate_cookie;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -44,10 +44,12 @@ pub struct Authorized {
     pub sid: SessionId,
 }
 
-/// Verifies a Bearer access token without touching the store.
-fn check_bearer(state: &AppState, token: &str) -> ApiResult<Authorized> {
-    let claims = verify_own_token(state, token)
-        .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
+/// Verifies a Bearer access token without touching the store; with `audience`, the token
+/// must be for it.
+fn check_bearer(state: &AppState, token: &str, audience: Option<&str>) -> ApiResult<Authorized> {
+    let claims = verify_own_token_for(state, token, audience).map_err(|_| {
+        ApiError::Unauthorized("the access token is invalid, expired or not for this audience")
+    })?;
     let (Some(sid), Some(user)) = (SessionId::parse(&claims.sid), UserId::parse(&claims.sub))
     else {
         return Err(ApiError::Unauthorized("the access token is invalid"));
@@ -66,12 +68,41 @@ fn check_bearer(state: &AppState, token: &str) -> ApiResult<Authorized> {
     Ok(Authorized { user, sid })
 }
 
+/// `GET /v1/authorize?aud=A`: a Bearer token must be for audience `A` (the app behind the
+/// proxy), so a token minted for one API does not open every app. Cookie sessions are not
+/// bound to an audience.
+#[derive(Default, serde::Deserialize)]
+struct AuthorizeQuery {
+    aud: Option<String>,
+}
+
+impl AuthorizeQuery {
+    fn parse(query: Option<&str>) -> ApiResult<Self> {
+        let Some(query) = query else {
+            return Ok(Self::default());
+        };
+        let parsed: Self = serde_urlencoded::from_str(query)
+            .map_err(|_| ApiError::InvalidRequest("malformed query string".into()))?;
+        if parsed
+            .aud
+            .as_deref()
+            .is_some_and(|a| a.is_empty() || a.len() > 256)
+        {
+            return Err(ApiError::InvalidRequest(
+                "aud must be 1-256 characters".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+}
+
 impl FromRequestParts<AppState> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(&parts.headers) {
-            return check_bearer(state, token);
+            let query = AuthorizeQuery::parse(parts.uri.query())?;
+            return check_bearer(state, token, query.aud.as_deref());
         }
         let secret = state
             .cookie

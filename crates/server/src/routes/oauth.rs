@@ -324,7 +324,7 @@ pub async fn introspect(
     OAuthBody(req): OAuthBody<IntrospectRequest>,
 ) -> ApiResult<Response> {
     state.throttles.token_per_ip.check(&peer.throttle_key)?;
-    authenticate_introspector(&state, &headers, &req)?;
+    authenticate_introspector(&state, &headers, &peer, &req)?;
     let token = req
         .token
         .as_deref()
@@ -342,14 +342,17 @@ pub async fn introspect(
 fn authenticate_introspector(
     state: &AppState,
     headers: &HeaderMap,
+    peer: &ClientInfo,
     req: &IntrospectRequest,
 ) -> ApiResult<()> {
     if let Some(presented) = crate::auth::bearer_token(headers) {
-        let ok = state
-            .config
-            .admin_token
-            .as_ref()
-            .is_some_and(|expected| crate::auth::secrets_equal(expected.expose(), presented));
+        // The admin throttle applies here too: this is an admin-token check like any other.
+        let ok = match &state.config.admin_token {
+            Some(expected) => state
+                .admin_gate
+                .check(expected.expose(), &peer.throttle_key, presented)?,
+            None => false,
+        };
         return if ok {
             Ok(())
         } else {

@@ -41,6 +41,38 @@ async fn look_alike_usernames_are_one_account() {
     assert_eq!(first.status, 200, "{}", first.text());
 }
 
+/// Forms that NFKC and case folding map together (the Kelvin sign U+212A and "k", a
+/// mathematical bold letter, a ligature) reach one account: sign-up as one, log in as the
+/// other, and a second sign-up conflicts.
+#[tokio::test]
+async fn nfkc_case_folded_look_alikes_are_one_account() {
+    let app = TestApp::new().await;
+    let user = app.sign_up("\u{212A}arl").await;
+    assert_eq!(user["username"], "karl");
+    for login_as in ["karl", "KARL", "\u{1D424}arl", "\u{212A}ARL"] {
+        let r = app.password_grant(login_as, PASSWORD, "spa").await;
+        assert_eq!(r.status, 200, "{login_as}: {}", r.text());
+        let claims = jwt_part(&r.str_field("access_token"), 1);
+        assert_eq!(claims["sub"], user["id"], "{login_as}");
+    }
+    for again in ["karl", "\u{1D424}arl"] {
+        app.post_json(
+            "/v1/users",
+            &json!({"username": again, "password": PASSWORD}),
+        )
+        .await
+        .assert_error(409, "conflict");
+    }
+    let fish = app.sign_up("\u{FB01}sh").await;
+    assert_eq!(fish["username"], "fish");
+    app.post_json(
+        "/v1/users",
+        &json!({"username": "FISH", "password": PASSWORD}),
+    )
+    .await
+    .assert_error(409, "conflict");
+}
+
 #[tokio::test]
 async fn invalid_names_and_weak_passwords_are_400() {
     let app = TestApp::new().await;
@@ -255,4 +287,53 @@ async fn a_token_naming_another_users_session_is_refused() {
     let forged = app.state.keyring().sign(&claims).expect("sign");
     app.me(&forged).await.assert_error(401, "unauthorized");
     assert_eq!(app.me(&bob.access).await.status, 200);
+}
+
+/// `[[clients]] account_api = false`: that client's tokens are for its API only, never for
+/// Latchkey's own account endpoints (401); other clients' tokens still are.
+#[tokio::test]
+async fn tokens_of_a_client_without_account_api_cannot_manage_the_account() {
+    let mut config = test_config();
+    config.clients.push(latchkey_server::config::ClientConfig {
+        id: "widget".into(),
+        kind: latchkey_server::config::ClientKind::Public,
+        secret: None,
+        audience: "widget-api".into(),
+        scopes: vec![],
+        allowed_origins: Vec::new(),
+        account_api: false,
+    });
+    let app = TestApp::with_config(config).await;
+    app.sign_up("wanda").await;
+    let r = app.password_grant("wanda", PASSWORD, "widget").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let widget = format!("Bearer {}", r.str_field("access_token"));
+    let spa = format!("Bearer {}", app.login_again("wanda").await.access);
+    for (method, path) in [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/sessions"),
+        ("POST", "/v1/sessions/revoke-others"),
+    ] {
+        app.call(method, path, &[("authorization", &widget)], None)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    app.call(
+        "POST",
+        "/v1/password",
+        &[("authorization", &widget)],
+        Some(&json!({"current_password": PASSWORD, "new_password": "another long password"})),
+    )
+    .await
+    .assert_error(401, "unauthorized");
+    assert_eq!(app.me(&r.str_field("access_token")).await.status, 401);
+    let r = app
+        .call("GET", "/v1/sessions", &[("authorization", &spa)], None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json().as_array().expect("list").len(),
+        2,
+        "nothing was revoked"
+    );
 }

@@ -721,7 +721,14 @@ async fn path_escapes_are_refused_with_zero_upstream_hits() {
 
 #[tokio::test]
 async fn large_bodies_stream_both_ways_past_the_64_kib_limit() {
-    let f = fixture().await;
+    let (up, upstream) = start_upstream().await;
+    let mut config = bff_config(&upstream);
+    config.bff.max_body = latchkey_server::config::ByteSize(64 * MB as u64);
+    let f = Fixture {
+        app: TestApp::with_config(config).await,
+        up,
+        upstream,
+    };
     let b = f.user("streamer").await;
     let total = 50 * MB;
 
@@ -1258,4 +1265,179 @@ async fn metrics_label_proxied_requests_by_their_route_prefix() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Headers that frameworks and auth proxies take on trust (path and method rewrites,
+/// CDN client addresses, asserted users, `Via`) never reach the upstream from a browser.
+#[tokio::test]
+async fn identity_and_rewrite_headers_never_reach_the_upstream() {
+    let f = fixture().await;
+    let b = f.user("steerer").await;
+    let forged = [
+        ("x-original-url", "/admin/delete-everything"),
+        ("x-rewrite-url", "/admin"),
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("true-client-ip", "10.0.0.1"),
+        ("x-client-ip", "10.0.0.1"),
+        ("cf-connecting-ip", "10.0.0.1"),
+        ("remote-user", "admin"),
+        ("x-remote-user", "admin"),
+        ("x-auth-request-user", "admin"),
+        ("x-user", "admin"),
+        ("via", "1.1 trusted-gateway"),
+    ];
+    let mut headers: Vec<(&str, &str)> = vec![("cookie", b.cookie.as_str())];
+    headers.extend(forged);
+    headers.push(("x-custom", "kept"));
+    let r = f.app.call("GET", "/api/x", &headers, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = f.up.last();
+    for (name, _) in forged {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(seen.header("x-custom"), Some("kept"));
+}
+
+fn limited_fixture_config(upstream: &str) -> Config {
+    let mut config = bff_config(upstream);
+    config.bff.max_body = latchkey_server::config::ByteSize(1024);
+    config.bff.request_idle_timeout = Ttl(Duration::from_millis(300));
+    config.bff.response_idle_timeout = Ttl(Duration::from_millis(300));
+    config
+}
+
+/// `bff.max_body`: a declared length over it is 413 before the upstream is contacted; an
+/// undeclared (streamed) body is cut off once it passes the limit, also 413.
+#[tokio::test]
+async fn bodies_over_bff_max_body_are_413() {
+    let (up, upstream) = start_upstream().await;
+    let app = TestApp::with_config(limited_fixture_config(&upstream)).await;
+    app.sign_up("big").await;
+    let b = app.browser_login("big").await;
+    let request = |body: Body, length: Option<usize>| {
+        let mut builder = axum::http::Request::builder()
+            .method("POST")
+            .uri("/api/upload")
+            .header("cookie", &b.cookie)
+            .header("x-csrf-token", &b.csrf)
+            .header("content-type", "application/octet-stream");
+        if let Some(length) = length {
+            builder = builder.header("content-length", length);
+        }
+        builder.body(body).expect("request")
+    };
+    // Within the limit: forwarded.
+    let r = app
+        .send(request(Body::from(vec![7u8; 1024]), Some(1024)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["bytes"], 1024);
+    let hits = up.hits();
+
+    let r = app
+        .send(request(Body::from(vec![7u8; 1025]), Some(1025)))
+        .await;
+    let body = r.assert_error(413, "payload_too_large");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .expect("text")
+            .contains("1024"),
+        "{body}"
+    );
+    assert_eq!(
+        up.hits(),
+        hits,
+        "a declared oversize body never reaches the upstream"
+    );
+
+    let chunks = futures_util::stream::iter(
+        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![7u8; 512]))),
+    );
+    let r = app.send(request(Body::from_stream(chunks), None)).await;
+    r.assert_error(413, "payload_too_large");
+}
+
+/// `bff.request_idle_timeout`: a browser body that stops arriving is 408 (the upstream
+/// request abandoned), not a connection held open for ever.
+#[tokio::test]
+async fn a_stalled_request_body_is_408() {
+    let (_up, upstream) = start_upstream().await;
+    let app = TestApp::with_config(limited_fixture_config(&upstream)).await;
+    app.sign_up("staller").await;
+    let b = app.browser_login("staller").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    tx.send(Ok(Bytes::from_static(b"first")))
+        .await
+        .expect("send");
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/upload")
+        .header("cookie", &b.cookie)
+        .header("x-csrf-token", &b.csrf)
+        .body(Body::from_stream(tokio_stream_from(rx)))
+        .expect("request");
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), app.send(request))
+        .await
+        .expect("answered although the body never ended");
+    r.assert_error(408, "request_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    drop(tx);
+}
+
+/// `bff.response_idle_timeout`: an upstream body that stops arriving is cut off; the
+/// browser sees an error, never a truncated body passed off as complete.
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_off() {
+    let (_up, upstream) = start_upstream().await;
+    let app = TestApp::with_config(limited_fixture_config(&upstream)).await;
+    app.sign_up("waiter").await;
+    let b = app.browser_login("waiter").await;
+    let request = axum::http::Request::builder()
+        .uri("/api/download-gate")
+        .header("cookie", &b.cookie)
+        .body(Body::empty())
+        .expect("request");
+    let response = app.router.clone().oneshot(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    let collected = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the stalled body ended");
+    assert!(collected.is_err(), "a stalled body must end in an error");
+}
+
+/// Tokens the BFF mints are for the route's upstream only: never for Latchkey's own account
+/// endpoints (401), and at forward auth only for their own audience when one is required.
+#[tokio::test]
+async fn bff_tokens_cannot_manage_the_account_or_pass_for_another_audience() {
+    let f = fixture().await;
+    let b = f.user("minted").await;
+    let r = f.app.as_browser(&b, "GET", "/api/x", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let auth = format!("Bearer {}", f.up.last().token());
+    for (method, path) in [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/sessions"),
+        ("POST", "/v1/sessions/revoke-others"),
+    ] {
+        f.app
+            .call(method, path, &[("authorization", &auth)], None)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let bearer = [("authorization", auth.as_str())];
+    assert_eq!(
+        f.app.get("/v1/authorize?aud=api", &bearer).await.status,
+        200
+    );
+    f.app
+        .get("/v1/authorize?aud=other", &bearer)
+        .await
+        .assert_error(401, "unauthorized");
+    // The session itself is untouched.
+    let r = f.app.as_browser(&b, "GET", "/v1/sessions", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -17,6 +17,7 @@ fn config() -> Config {
         audience: "other-api".into(),
         scopes: vec!["read".into()],
         allowed_origins: vec![OTHER_ORIGIN.into()],
+        account_api: true,
     });
     config
 }
@@ -459,4 +460,35 @@ fn client_origins_must_be_exact_origins() {
         let err = config.validate().expect_err(bad).to_string();
         assert!(err.contains("clients[0].allowed_origins"), "{bad}: {err}");
     }
+}
+
+/// API.md: tokens minted by `POST /v1/session/token` for a resource audience never manage the
+/// account, even for a client with `account_api = true`.
+#[tokio::test]
+async fn session_tokens_cannot_manage_the_account() {
+    let app = TestApp::with_config(config()).await;
+    app.sign_up("alice").await;
+    let b = app.browser_login("alice").await;
+    let r = app
+        .call(
+            "POST",
+            "/v1/session/token",
+            &session_token_headers(&b, SPA_ORIGIN),
+            Some(&json!({"client_id": "spa"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bearer = format!("Bearer {}", r.str_field("access_token"));
+    for (method, path) in [
+        ("GET", "/v1/me"),
+        ("GET", "/v1/sessions"),
+        ("POST", "/v1/sessions/revoke-others"),
+    ] {
+        app.call(method, path, &[("authorization", &bearer)], None)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    // The cookie session itself is untouched and still manages the account.
+    let r = app.call("GET", "/v1/me", &[("cookie", &b.cookie)], None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }

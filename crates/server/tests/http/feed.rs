@@ -232,3 +232,73 @@ async fn a_revocation_on_one_instance_reaches_another_through_the_store() {
         .assert_error(401, "unauthorized");
     second.me(&t.access).await.assert_error(401, "unauthorized");
 }
+
+/// Forward auth allows 1 s of clock leeway past a token's `exp`, so a revocation must be
+/// remembered for that second too: by the instance that already knew it and by one that
+/// reads the log for the first time in that second.
+#[tokio::test]
+async fn a_revoked_token_stays_refused_through_the_leeway_second() {
+    use latchkey_core::Clock;
+    let first = TestApp::sqlite(test_config()).await;
+    let t = first.login("fred").await;
+    let auth = format!("Bearer {}", t.access);
+    first
+        .post_form(
+            "/oauth/revoke",
+            &[("token", &t.refresh), ("client_id", "spa")],
+        )
+        .await;
+    let exp = jwt_part(&t.access, 1)["exp"].as_i64().expect("exp");
+    let at_exp = time::OffsetDateTime::from_unix_timestamp(exp).expect("time")
+        + time::Duration::milliseconds(500);
+    first.clock.set(at_exp);
+    first
+        .state
+        .follower
+        .poll_once(&first.state)
+        .await
+        .expect("poll");
+    first
+        .get("/v1/authorize", &[("authorization", &auth)])
+        .await
+        .assert_error(401, "unauthorized");
+
+    // A follower that starts reading the log in that second learns it as well.
+    let fresh = latchkey_server::feed::Follower::default();
+    fresh.poll_once(&first.state).await.expect("poll");
+    let sid = latchkey_core::SessionId::parse(&sid_of(&t)).expect("sid");
+    assert!(fresh.is_revoked(&sid));
+    assert_eq!(first.clock.now(), at_exp);
+}
+
+/// `GET /v1/authorize?aud=A`: a Bearer token whose audience is not A is 401, so a token
+/// minted for one API does not pass forward auth for every app. Cookies are not bound to
+/// an audience; a malformed `aud` is 400.
+#[tokio::test]
+async fn forward_auth_can_require_an_audience() {
+    let app = TestApp::new().await;
+    let t = app.login("gina").await; // client spa: audience "api"
+    let auth = format!("Bearer {}", t.access);
+    let bearer = [("authorization", auth.as_str())];
+    for path in ["/v1/authorize", "/v1/authorize?aud=api"] {
+        let r = app.get(path, &bearer).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    }
+    for path in [
+        "/v1/authorize?aud=internal",
+        "/v1/authorize?aud=ap",
+        "/v1/authorize?aud=api2",
+    ] {
+        app.get(path, &bearer)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    app.get("/v1/authorize?aud=", &bearer)
+        .await
+        .assert_error(400, "invalid_request");
+    let b = app.browser_login("gina").await;
+    let r = app
+        .get("/v1/authorize?aud=internal", &[("cookie", &b.cookie)])
+        .await;
+    assert_eq!(r.status, 200, "cookie sessions carry no audience");
+}

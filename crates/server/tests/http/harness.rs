@@ -42,6 +42,7 @@ pub fn test_config() -> Config {
             audience: "api".into(),
             scopes: vec!["read".into(), "write".into()],
             allowed_origins: vec![SPA_ORIGIN.into()],
+            account_api: true,
         },
         ClientConfig {
             id: "backend".into(),
@@ -50,6 +51,7 @@ pub fn test_config() -> Config {
             audience: "internal".into(),
             scopes: vec!["read".into()],
             allowed_origins: Vec::new(),
+            account_api: true,
         },
     ];
     config

@@ -121,3 +121,46 @@ async fn only_confidential_clients_or_the_admin_may_introspect() {
     .await
     .assert_error(400, "invalid_request");
 }
+
+/// The admin token presented to `/oauth/introspect` is throttled like at the admin API (one
+/// failure budget per address for both): guessing it there gets 429 too, even for the right
+/// token once over budget.
+#[tokio::test]
+async fn admin_token_guesses_at_introspect_are_throttled() {
+    let admin = "admin-token-0123456789";
+    let mut config = test_config();
+    config.admin_token = Some(Redacted(admin.into()));
+    let app = TestApp::with_config(config).await;
+    let t = app.login("gus").await;
+    let as_admin = |token: &str| {
+        let auth = format!("Bearer {token}");
+        let access = t.access.clone();
+        let app = &app;
+        async move {
+            app.post_form_with(
+                "/oauth/introspect",
+                &[("token", &access)],
+                &[("authorization", &auth)],
+            )
+            .await
+        }
+    };
+    assert_eq!(as_admin(admin).await.json()["active"], true);
+    for i in 0..10 {
+        as_admin(&format!("guess-{i}"))
+            .await
+            .assert_error(401, "invalid_client");
+    }
+    let r = as_admin(admin).await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.header("retry-after").is_some());
+    // One budget: the admin API is closed to this address as well.
+    app.call(
+        "POST",
+        "/admin/v1/keys/rotate",
+        &[("authorization", &format!("Bearer {admin}"))],
+        None,
+    )
+    .await
+    .assert_error(429, "rate_limited");
+}

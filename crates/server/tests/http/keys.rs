@@ -100,3 +100,65 @@ async fn key_rotation_needs_the_admin_token() {
         .await
         .assert_error(404, "not_found");
 }
+
+/// Two installs started in the same minute on empty stores used to get the same first `kid`
+/// (derived from the algorithm and the minute) for different keys. Now the first key is
+/// published under its RFC 7638 thumbprint: unique to the key. Instances of one install still
+/// agree on one key (they race for one stored claim), and a key stored before keeps its `kid`.
+#[tokio::test]
+async fn first_keys_of_two_installs_never_share_a_kid() {
+    use latchkey_core::ManualClock;
+    use latchkey_server::AppState;
+    use std::sync::Arc;
+    let clock = ManualClock::starting_now();
+    let mut jwks = Vec::new();
+    for _ in 0..2 {
+        let store = Arc::new(latchkey_store::MemoryStore::new());
+        let state = AppState::new(test_config(), store, Arc::new(clock.clone()))
+            .await
+            .expect("state");
+        jwks.push(state.keyring().jwks());
+    }
+    let (a, b) = (&jwks[0].keys[0], &jwks[1].keys[0]);
+    assert_ne!(a.kid, b.kid, "two installs, one kid");
+    assert_eq!(a.kid, a.thumbprint());
+    assert_eq!(b.kid, b.thumbprint());
+
+    // Instances of one install, started together, agree on the key and its kid.
+    let shared: Arc<dyn latchkey_store::Store> = Arc::new(latchkey_store::MemoryStore::new());
+    let (x, y) = tokio::join!(
+        AppState::new(test_config(), shared.clone(), Arc::new(clock.clone())),
+        AppState::new(test_config(), shared.clone(), Arc::new(clock.clone())),
+    );
+    let (x, y) = (x.expect("state"), y.expect("state"));
+    assert_eq!(x.keyring().jwks(), y.keyring().jwks());
+    assert_eq!(x.keyring().jwks().keys.len(), 1);
+}
+
+/// A key stored before this change (an id that is not a first-key claim) keeps its `kid`,
+/// in the JWKS and in the tokens it signs.
+#[tokio::test]
+async fn keys_stored_before_keep_their_kid() {
+    use latchkey_core::Clock;
+    let store: std::sync::Arc<dyn latchkey_store::Store> =
+        std::sync::Arc::new(latchkey_store::MemoryStore::new());
+    let now = latchkey_core::SystemClock.now();
+    let key =
+        latchkey_tokens::SigningKey::generate(latchkey_tokens::Algorithm::EdDSA, now).expect("key");
+    store
+        .insert_signing_key(&latchkey_store::StoredKey {
+            kid: "Ab3legacy-kid-from-a-minute".into(),
+            algorithm: "EdDSA".into(),
+            private_der: key.private_pkcs8_der().to_vec(),
+            created_at: now - time::Duration::days(1),
+            activates_at: now - time::Duration::days(1),
+        })
+        .await
+        .expect("insert");
+    let app = TestApp::build(test_config(), store, None).await;
+    let published = kids(&app.get("/.well-known/jwks.json", &[]).await.json());
+    assert_eq!(published, ["Ab3legacy-kid-from-a-minute"]);
+    let t = app.login("legacy").await;
+    assert_eq!(jwt_part(&t.access, 0)["kid"], "Ab3legacy-kid-from-a-minute");
+    assert_eq!(app.me(&t.access).await.status, 200);
+}

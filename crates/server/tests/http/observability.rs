@@ -32,7 +32,9 @@ async fn metrics_are_valid_prometheus_text_and_count_what_matters() {
     app.password_grant("metrics-user", "wrong password", "spa")
         .await;
     app.password_grant("metrics-user", "wrong password", "spa")
-        .await; // throttled
+        .await;
+    app.password_grant("metrics-user", "wrong password", "spa")
+        .await; // throttled: only failures count
     drop(next);
 
     let r = app.get("/metrics", &[]).await;

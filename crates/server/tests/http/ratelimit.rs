@@ -44,33 +44,88 @@ async fn login_from(
     (response.status().as_u16(), retry)
 }
 
+/// `login_per_account` counts failed logins per (account, address): guesses from one address
+/// run out there (429 naming a wait, even for the right password) while the owner, from
+/// another address, still logs in. Over all addresses an account gets 3x; refused (429)
+/// attempts and successful logins take nothing.
 #[tokio::test]
-async fn per_account_throttle_spans_ips_and_names_a_wait() {
+async fn per_account_throttle_never_locks_the_owner_out_from_elsewhere() {
     let mut config = test_config();
     config.rate_limit.login_per_account = rate(3, 60);
     let app = TestApp::with_config(config).await;
     app.sign_up("alice").await;
-    for i in 0..3u8 {
+    let attacker = [10, 0, 0, 1];
+    let owner = [192, 168, 1, 20];
+    for _ in 0..3 {
         assert_eq!(
-            login_from(&app, [10, 0, 0, i], "alice", "wrong password")
+            login_from(&app, attacker, "alice", "wrong password")
                 .await
                 .0,
             400
         );
     }
-    let (status, retry) = login_from(&app, [10, 0, 0, 99], "ALICE", PASSWORD).await;
+    let (status, retry) = login_from(&app, attacker, "ALICE", PASSWORD).await;
     assert_eq!(status, 429);
     let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
     assert!(
         (1..=20).contains(&retry),
         "one slot refills every 20 s: {retry}"
     );
+    // The owner, elsewhere, is not locked out by someone else's guesses.
+    for _ in 0..5 {
+        assert_eq!(login_from(&app, owner, "alice", PASSWORD).await.0, 200);
+    }
+    // Refused attempts don't count: hammering on changes nothing for the others.
+    for _ in 0..20 {
+        assert_eq!(
+            login_from(&app, attacker, "alice", "wrong password")
+                .await
+                .0,
+            429
+        );
+    }
+    // Over all addresses: 3x the budget (9 failures), then the account waits everywhere.
+    for ip in [[10, 0, 0, 2], [10, 0, 0, 3]] {
+        for _ in 0..3 {
+            assert_eq!(login_from(&app, ip, "alice", "wrong password").await.0, 400);
+        }
+    }
+    let (status, retry) = login_from(&app, owner, "alice", PASSWORD).await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=7).contains(&retry), "one slot in 60/9 s: {retry}");
     // Other accounts are unaffected.
     app.sign_up("bob").await;
-    assert_eq!(
-        login_from(&app, [10, 0, 0, 1], "bob", PASSWORD).await.0,
-        200
+    assert_eq!(login_from(&app, attacker, "bob", PASSWORD).await.0, 200);
+}
+
+/// A failed login is one `latchkey::security` line with a stable shape for fail2ban: event
+/// name, normalised and bounded username, client address.
+#[tokio::test]
+async fn failed_logins_are_logged_for_fail2ban() {
+    let logs = crate::observability::captured_logs().clone();
+    let app = TestApp::new().await;
+    app.sign_up("fail2ban-user").await;
+    login_from(&app, [198, 18, 7, 7], "FAIL2BAN-User", "wrong password").await;
+    login_from(&app, [198, 18, 7, 8], "no such user with spaces", "x").await;
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("ip=198.18.7.7"))
+        .unwrap_or_else(|| panic!("no line for the failed login"));
+    assert!(line.contains("latchkey::security"), "{line}");
+    assert!(
+        line.contains("event=login_failed mode=token username=fail2ban-user ip=198.18.7.7"),
+        "{line}"
     );
+    assert!(line.contains("username=fail2ban-user"), "{line}");
+    assert!(line.contains("authentication failed"), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("ip=198.18.7.8"))
+        .unwrap_or_else(|| panic!("no line for the unknown user"));
+    assert!(line.contains("username=no?such?user?with?spaces"), "{line}");
+    assert!(!line.contains("wrong password"));
 }
 
 #[tokio::test]
@@ -104,11 +159,15 @@ async fn per_ip_throttle() {
 #[tokio::test]
 async fn an_attacker_cannot_lock_the_user_out_for_long() {
     let mut config = test_config();
-    config.rate_limit.login_per_account = rate(4, 1); // one slot back every 250 ms
+    // 4 per address, 12 over all addresses, per 24 s: one slot back every 2 s.
+    config.rate_limit.login_per_account = rate(4, 24);
     let app = TestApp::with_config(config).await;
     app.sign_up("carol").await;
-    for _ in 0..8 {
-        login_from(&app, [203, 0, 113, 7], "carol", "guess-guess").await;
+    // Guesses from three addresses use up the account's budget over all addresses.
+    for attacker in [[203, 0, 113, 7], [203, 0, 113, 8], [203, 0, 113, 9]] {
+        for _ in 0..4 {
+            login_from(&app, attacker, "carol", "guess-guess").await;
+        }
     }
     assert_eq!(
         login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
@@ -116,7 +175,7 @@ async fn an_attacker_cannot_lock_the_user_out_for_long() {
             .0,
         429
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         login_from(&app, [198, 51, 100, 1], "carol", PASSWORD)
             .await
