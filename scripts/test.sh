@@ -19,4 +19,10 @@ else
   echo "test: WARNING: PostgreSQL/Redis not reachable; tests that need them will be skipped" >&2
 fi
 
-cargo test --workspace --all-targets "$@"
+# Property tests (proptest) run this many cases per property; each prints how many ran.
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+
+# --all-targets builds and runs every test, example and bench target but no doctests: those
+# are a second run. --locked: the lock file is the one reviewed, never silently updated.
+cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --doc --locked "$@"
