@@ -1,6 +1,19 @@
 //! The conformance suite against every backend available without outside services.
 use latchkey_store::conformance::TestStore;
+use std::io::Write;
 use std::sync::Arc;
+
+/// A test that cannot run here (no server, no binary) says so past the harness's capture and
+/// passes, unless `LATCHKEY_REQUIRE_SERVICES=1` (CI), where it fails: the one place that rule
+/// lives for this binary.
+fn cannot_run(test: &str, why: &str) {
+    assert!(
+        std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
+        "LATCHKEY_REQUIRE_SERVICES=1 but {test} cannot run: {why}"
+    );
+    // Straight to stderr, past the test harness's capture, so the skip is seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED ({test}): {why}");
+}
 
 mod memory {
     use super::*;
@@ -33,7 +46,6 @@ mod sqlite {
 mod postgres {
     use super::*;
     use latchkey_store::postgres::TestSchema;
-    use std::io::Write;
 
     const URL_VAR: &str = "LATCHKEY_TEST_POSTGRES_URL";
 
@@ -41,14 +53,9 @@ mod postgres {
     async fn fresh() -> Option<TestStore> {
         let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
         let Some(url) = url else {
-            assert!(
-                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
-            );
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (postgres): set {URL_VAR}=postgres://postgres@127.0.0.1:5432/test to run"
+            super::cannot_run(
+                "postgres",
+                &format!("set {URL_VAR}=postgres://postgres@127.0.0.1:5432/test to run"),
             );
             return None;
         };
@@ -98,14 +105,9 @@ mod redis_backend {
     fn redis_url() -> Option<String> {
         let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
         if url.is_none() {
-            assert!(
-                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
-            );
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (redis): set {URL_VAR}=redis://127.0.0.1:6379 to run"
+            super::cannot_run(
+                "redis",
+                &format!("set {URL_VAR}=redis://127.0.0.1:6379 to run"),
             );
         }
         url
@@ -389,11 +391,10 @@ mod redis_backend {
             return;
         }
         let Some(server) = OwnRedis::start(None) else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (redis outage): needs the redis-server binary"
+            return super::cannot_run(
+                "redis outage",
+                "needs the redis-server binary (apt-get install redis-server)",
             );
-            return;
         };
         let url = server.url();
         let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix())
