@@ -4,6 +4,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::feed::PAGE;
 use crate::state::AppState;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -54,9 +55,13 @@ fn parse_cursor(text: Option<&str>) -> ApiResult<i64> {
 pub async fn revocations(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<FeedQuery>,
+    query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     check_feed_token(&state, &headers)?;
+    // axum's own rejection would be a plain-text 400 (e.g. for a repeated `after`).
+    let Query(query) = query.map_err(|_| {
+        ApiError::InvalidRequest("the query string is malformed or repeats a parameter".into())
+    })?;
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -18,6 +18,7 @@ mod keys;
 mod nginx;
 mod oauth_token;
 mod observability;
+mod props;
 mod ratelimit;
 mod revoke;
 mod rotation;
