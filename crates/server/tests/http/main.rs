@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod admin;
+mod at_rest;
 mod bff;
 mod browser;
 mod cookie_mode;
