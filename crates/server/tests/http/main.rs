@@ -23,6 +23,7 @@ mod props;
 mod ratelimit;
 mod revoke;
 mod rotation;
+mod secrets;
 mod sessions;
 mod socket;
 mod verifier;
