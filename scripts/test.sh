@@ -25,4 +25,5 @@ export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 # --all-targets builds and runs every test, example and bench target but no doctests: those
 # are a second run. --locked: the lock file is the one reviewed, never silently updated.
 cargo test --workspace --all-targets --locked "$@"
-cargo test --workspace --doc --locked "$@"
+# The doctests take no arguments: `--doc` cannot be mixed with the target selections "$@" may hold.
+cargo test --workspace --doc --locked

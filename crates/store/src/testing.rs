@@ -207,6 +207,9 @@ pub fn service_url(var: &str, test: &str, example: &str) -> Option<String> {
     url
 }
 
+/// A Redis key and everything it holds, raw.
+pub type RedisEntry = (Vec<u8>, Vec<Vec<u8>>);
+
 /// A Redis key prefix of one test's own (`latchkey-test:{random}:`): every key under it is
 /// deleted when the guard goes, from a thread of its own with a blocking connection, so it
 /// also runs while a runtime shuts down or a test unwinds.
@@ -234,7 +237,7 @@ impl RedisPrefix {
 
     /// Every key under the prefix with everything it holds, raw: a string's value, a hash's
     /// fields and values, the members of a set, a list or a sorted set (with scores).
-    pub fn dump(&self) -> redis::RedisResult<Vec<(Vec<u8>, Vec<Vec<u8>>)>> {
+    pub fn dump(&self) -> redis::RedisResult<Vec<RedisEntry>> {
         let mut conn = blocking_connection(&self.url)?;
         let keys = keys_under(&mut conn, &self.prefix)?;
         let mut out = Vec::with_capacity(keys.len());
