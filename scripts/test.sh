@@ -19,8 +19,14 @@ else
   echo "test: WARNING: PostgreSQL/Redis not reachable; tests that need them will be skipped" >&2
 fi
 
-cargo test --workspace --all-targets "$@"
+# Property tests (proptest) run this many cases per property; each prints how many ran.
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 
+# --all-targets builds and runs every test, example and bench target but no doctests: those
+# are a second run. --locked: the lock file is the one reviewed, never silently updated.
+cargo test --workspace --all-targets --locked "$@"
+# The doctests take no arguments: `--doc` cannot be mixed with the target selections "$@" may hold.
+cargo test --workspace --doc --locked
 # --- JavaScript client (clients/js) -------------------------------------------------------------
 # Unit tests (node --test) and the headless-Chromium end-to-end test against a real latchkey.
 # Needs Node >= 20 and npm (devDependencies pinned by clients/js/package-lock.json, `npm ci`). The
@@ -33,3 +39,10 @@ elif [ "${LATCHKEY_REQUIRE_BROWSER:-0}" = "1" ]; then
 else
   echo "test: SKIPPED: JS client tests (clients/js): npm not found" >&2
 fi
+
+# --- Guides executed as written (docs/quickstart.md, the resource-server example) ---------------
+# Uses the binaries the cargo run above built; needs curl and python3.
+python3 scripts/doc-test.py docs/quickstart.md examples/resource-server/README.md
+
+# --- The systemd unit (dist/latchkey.service), where systemd-analyze exists ----------------------
+scripts/check-systemd-unit.sh

@@ -977,6 +977,75 @@ impl ThrowawayPostgres {
     }
 }
 
+/// Whether the process is stopped (by SIGSTOP: state `T`).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "T")
+    })
+}
+
+fn signal(name: &str, pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(name)
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A throwaway cluster hung, not dead: SIGSTOP to its postmaster and every process forked from
+/// it (read from the postmaster this test started, never by name), so its sockets stay open and
+/// nothing answers. SIGCONT to the same PIDs when dropped, so a failing test leaves nothing
+/// stopped (the cluster's own guard then kills it).
+struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    fn freeze(pg: &ThrowawayPostgres) -> Self {
+        let postmaster = pg.postmaster_pid().expect("postmaster.pid");
+        // The postmaster first, so it forks nothing new; then its children, twice, in case one
+        // was forked in between.
+        let mut frozen = Self {
+            pids: vec![postmaster],
+        };
+        signal("-STOP", &frozen.pids);
+        for _ in 0..2 {
+            let children: Vec<u32> = children_of(postmaster)
+                .into_iter()
+                .filter(|p| !frozen.pids.contains(p))
+                .collect();
+            signal("-STOP", &children);
+            frozen.pids.extend(children);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !frozen
+            .pids
+            .iter()
+            .filter(|&&p| alive(p))
+            .all(|&p| stopped(p))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL processes {:?} did not stop",
+                frozen.pids
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        frozen
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal("-CONT", &self.pids);
+    }
+}
+
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         if let Some(pid) = self.postmaster_pid().filter(|&p| alive(p)) {
@@ -1660,6 +1729,191 @@ async fn redis_killed_mid_load() {
     let mut server = Server::start(dir.path(), "redis", port, &config);
     server.wait_ready(&Http::new()).await;
     outage_under_load("redis", &mut server, &mut redis).await;
+}
+
+/// A hung PostgreSQL (every process of a throwaway cluster stopped with SIGSTOP: connections stay
+/// open, nothing answers, so its own `statement_timeout` cannot fire) fails requests closed in
+/// bounded time: `/readyz`, the password and refresh grants and `/v1/me` answer 503
+/// `unavailable` within 10 s, never hang. That includes a request whose query was already
+/// running when the server hung (held on a table lock, so it is certainly mid-statement): only
+/// the store's client-side call deadline ends that one. After SIGCONT service resumes without
+/// a restart, and the hang consumed or revoked nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hung_by_sigstop_fails_closed_in_bounded_time() {
+    const TEST: &str = "postgres_hung_by_sigstop";
+    let Some(bin) = postgres_bin_dir() else {
+        return skip(
+            TEST,
+            "no /usr/lib/postgresql/*/bin/initdb and pg_ctl (apt-get install postgresql)",
+        );
+    };
+    if is_root() && !on_path("runuser") {
+        return skip(TEST, "running as root without runuser");
+    }
+    let pg = tokio::task::block_in_place(|| ThrowawayPostgres::create(bin));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let mut server = Server::start(
+        dir.path(),
+        "hung",
+        port,
+        &config(port, &issuer, &pg.url(), None),
+    );
+    let http = Http::new();
+    server.wait_ready(&http).await;
+    let base = server.url.clone();
+    let user = unique("hung-");
+    http.sign_up(&base, &user).await;
+    let (access, refresh) = http.token_login(&base, &user).await;
+    let (spare_access, spare_refresh) = http.token_login(&base, &user).await;
+    // Concurrent requests, so the pool holds several open connections when the server hangs.
+    let mut warm = Vec::new();
+    for _ in 0..6 {
+        let (http, base, access) = (http.clone(), base.clone(), access.clone());
+        warm.push(tokio::spawn(async move {
+            http.must(http.me_request(&base, &access))
+                .await
+                .expect(200, "/v1/me before the hang");
+        }));
+    }
+    for w in warm {
+        w.await.expect("warm-up");
+    }
+
+    // A password grant whose user lookup is mid-statement, waiting for a lock the test holds.
+    use sqlx::Connection;
+    let mut locker = sqlx::PgConnection::connect(&pg.url())
+        .await
+        .expect("connect to the throwaway PostgreSQL");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("BEGIN");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("LOCK TABLE users");
+    let in_flight = {
+        let (http, request) = (http.clone(), http.token_login_request(&base, &user));
+        let started = Instant::now();
+        tokio::spawn(async move { (http.send(request).await, started.elapsed()) })
+    };
+    let waiting = Instant::now();
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND application_name = 'latchkey'",
+        )
+        .fetch_one(&mut locker)
+        .await
+        .expect("pg_stat_activity");
+        if blocked > 0 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(3),
+            "the password grant never waited on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let frozen = tokio::task::block_in_place(|| Frozen::freeze(&pg));
+    let bound = Duration::from_secs(10);
+    // Two rounds: the first meets the pooled connections, the second a pool whose connections
+    // are all stuck (new ones cannot be opened either).
+    for round in 1..=2 {
+        let requests = [
+            ("/readyz", http.0.get(format!("{base}/readyz"))),
+            ("password grant", http.token_login_request(&base, &user)),
+            ("refresh grant", http.refresh_request(&base, &spare_refresh)),
+            ("/v1/me", http.me_request(&base, &spare_access)),
+        ];
+        let mut answers = Vec::new();
+        for (what, request) in requests {
+            let http = http.clone();
+            answers.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let reply = http.send(request).await;
+                (what, reply, started.elapsed())
+            }));
+        }
+        for answer in answers {
+            let (what, reply, took) = answer.await.expect("request task");
+            let reply = reply.unwrap_or_else(|e| panic!("{what} while hung: {e}"));
+            assert_eq!(
+                (reply.status, reply.body["error"].as_str()),
+                (503, Some("unavailable")),
+                "{what} while PostgreSQL is hung (round {round}): {}",
+                reply.body
+            );
+            assert!(
+                took < bound,
+                "{what} took {took:?} while PostgreSQL is hung"
+            );
+            if what == "/readyz" {
+                assert!(
+                    took < Duration::from_secs(3),
+                    "/readyz took {took:?} while PostgreSQL is hung: a probe gives up sooner"
+                );
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "{TEST}: round {round}: {what} answered 503 after {took:?}"
+            );
+        }
+    }
+    let (reply, took) = in_flight.await.expect("request task");
+    let reply = reply.unwrap_or_else(|e| panic!("in-flight password grant: {e}"));
+    assert_eq!(
+        (reply.status, reply.body["error"].as_str()),
+        (503, Some("unavailable")),
+        "a password grant mid-statement when PostgreSQL hung: {}",
+        reply.body
+    );
+    assert!(
+        took < bound,
+        "a password grant mid-statement when PostgreSQL hung took {took:?}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "{TEST}: the grant that was mid-statement answered 503 after {took:?}"
+    );
+    server.assert_running();
+
+    drop(frozen); // SIGCONT
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("ROLLBACK");
+    let _ = locker.close().await;
+    let resumed = Instant::now();
+    while http.get(&base, "/readyz").await.map(|r| r.status) != Ok(200) {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(30),
+            "/readyz not 200 within 30 s of SIGCONT:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "{TEST}: ready again {:?} after SIGCONT",
+        resumed.elapsed()
+    );
+    // Nothing was consumed or revoked by the hang: both families still rotate.
+    http.must(http.me_request(&base, &access))
+        .await
+        .expect(200, "/v1/me after the hang");
+    http.must(http.refresh_request(&base, &refresh))
+        .await
+        .expect(200, "refresh after the hang");
+    http.must(http.refresh_request(&base, &spare_refresh))
+        .await
+        .expect(200, "refresh of the token presented during the hang");
+    http.token_login(&base, &user).await;
+    server.assert_running();
+    server.assert_log_clean();
 }
 
 /// What a Redis that keeps nothing on disk costs when it restarts: every session and refresh

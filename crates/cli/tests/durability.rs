@@ -3,6 +3,11 @@
 //! same file. Every acknowledged refresh token must still work (the grace window covers a
 //! rotation whose response was lost in the kill), every acknowledged revocation must still
 //! hold, and nothing the run issued may appear in the server's logs (at TRACE level).
+//!
+//! The log scan also covers every way a secret arrives in a header: after the restart, each
+//! step with a status it must have (so a failing step cannot silently shrink the scan), a
+//! Bearer access token, the session cookie with its CSRF token, the admin token, a confidential
+//! client's secret over HTTP Basic and in the form, the feed token, and wrong guesses of each.
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "durability password 123";
+const NEW_PASSWORD: &str = "durability new password 456";
+const ADMIN_TOKEN: &str = "admin-token-durability-log-scan-0001";
+const FEED_TOKEN: &str = "feed-token-durability-log-scan-0002";
+const CLIENT_SECRET: &str = "client-secret-durability-log-scan-0003";
+const WRONG: [&str; 3] = [
+    "wrong-admin-guess-durability-0004",
+    "wrong-client-secret-durability-0005",
+    "wrong-feed-guess-durability-0006",
+];
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -63,6 +77,10 @@ fn write_config(dir: &Path, port: u16, reuse_interval: &str) {
         format!(
             r#"listen = "127.0.0.1:{port}"
 database = "sqlite://{db}"
+admin_token = "{ADMIN_TOKEN}"
+feed_token = "{FEED_TOKEN}"
+[log]
+level = "trace"
 [refresh]
 reuse_interval = "{reuse_interval}"
 [password]
@@ -76,6 +94,12 @@ token_per_ip = "off"
 id = "spa"
 kind = "public"
 audience = "api"
+scopes = ["read"]
+[[clients]]
+id = "backend"
+kind = "confidential"
+secret = "{CLIENT_SECRET}"
+audience = "internal"
 scopes = ["read"]
 "#,
             db = dir.join("latchkey.db").display()
@@ -267,6 +291,7 @@ async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
             "an acknowledged revocation was lost"
         );
     }
+    let header_secrets = secrets_in_headers(&http, &base).await;
     server.kill().expect("stop");
     server.wait().expect("reap");
 
@@ -275,10 +300,12 @@ async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
         logs.push_str(&std::fs::read_to_string(dir.path().join(name)).expect("log"));
     }
     assert!(logs.contains("latchkey is serving"), "no logs captured");
+    assert!(logs.contains("TRACE"), "the server did not log at TRACE");
     for secret in acked
         .seen
         .iter()
         .chain(&acked.revoked)
+        .chain(&header_secrets)
         .map(String::as_str)
         .chain([PASSWORD])
     {
@@ -403,4 +430,241 @@ async fn reuse_detection_survives_kill_9_in_strict_mode() {
     }
     server.kill().expect("stop");
     server.wait().expect("reap");
+}
+
+/// Sends every secret a header can carry to the running server, asserting each step's status,
+/// and returns every secret sent or received (and their encodings as sent) for the log scan.
+async fn secrets_in_headers(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let mut secrets: Vec<String> = [ADMIN_TOKEN, FEED_TOKEN, CLIENT_SECRET, NEW_PASSWORD]
+        .into_iter()
+        .chain(WRONG)
+        .map(String::from)
+        .collect();
+    let step = |what: &'static str, expected: u16, request: reqwest::RequestBuilder| async move {
+        let r = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let status = r.status().as_u16();
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().to_string());
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{what}: {body}");
+        (body, cookie)
+    };
+    let user = "header-scan";
+    step(
+        "sign-up",
+        201,
+        http.post(format!("{base}/v1/users"))
+            .json(&json!({"username": user, "password": PASSWORD})),
+    )
+    .await;
+    let (bystander, _) = step(
+        "sign-up of a user to ban",
+        201,
+        http.post(format!("{base}/v1/users"))
+            .json(&json!({"username": "header-scan-banned", "password": PASSWORD})),
+    )
+    .await;
+    let bystander = bystander["id"].as_str().expect("id").to_string();
+
+    // Token mode: a Bearer access token.
+    let (tokens, _) = step(
+        "password grant",
+        200,
+        http.post(format!("{base}/oauth/token")).form(&[
+            ("grant_type", "password"),
+            ("username", user),
+            ("password", PASSWORD),
+            ("client_id", "spa"),
+        ]),
+    )
+    .await;
+    let access = tokens["access_token"].as_str().expect("access").to_string();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    step(
+        "GET /v1/me with Bearer",
+        200,
+        http.get(format!("{base}/v1/me")).bearer_auth(&access),
+    )
+    .await;
+    step(
+        "forward auth with Bearer",
+        200,
+        http.get(format!("{base}/v1/authorize"))
+            .bearer_auth(&access),
+    )
+    .await;
+
+    // A confidential client: HTTP Basic, then the form; a wrong secret each way.
+    let basic = base64_encode(&format!("backend:{CLIENT_SECRET}"));
+    let wrong_basic = base64_encode(&format!("backend:{}", WRONG[1]));
+    let (active, _) = step(
+        "introspection with Basic client credentials",
+        200,
+        http.post(format!("{base}/oauth/introspect"))
+            .header("authorization", format!("Basic {basic}"))
+            .form(&[("token", access.as_str())]),
+    )
+    .await;
+    assert_eq!(active["active"], true, "{active}");
+    step(
+        "introspection with client_secret_post",
+        200,
+        http.post(format!("{base}/oauth/introspect")).form(&[
+            ("token", refresh.as_str()),
+            ("client_id", "backend"),
+            ("client_secret", CLIENT_SECRET),
+        ]),
+    )
+    .await;
+    step(
+        "introspection with a wrong Basic secret",
+        401,
+        http.post(format!("{base}/oauth/introspect"))
+            .header("authorization", format!("Basic {wrong_basic}"))
+            .form(&[("token", access.as_str())]),
+    )
+    .await;
+    step(
+        "introspection with a wrong client_secret_post",
+        401,
+        http.post(format!("{base}/oauth/introspect")).form(&[
+            ("token", access.as_str()),
+            ("client_id", "backend"),
+            ("client_secret", WRONG[1]),
+        ]),
+    )
+    .await;
+    secrets.extend([basic, wrong_basic]);
+
+    // The admin token, right and wrong.
+    step(
+        "introspection with the admin token",
+        200,
+        http.post(format!("{base}/oauth/introspect"))
+            .bearer_auth(ADMIN_TOKEN)
+            .form(&[("token", access.as_str())]),
+    )
+    .await;
+    step(
+        "admin ban",
+        204,
+        http.post(format!("{base}/admin/v1/users/{bystander}/ban"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    step(
+        "admin key rotation",
+        200,
+        http.post(format!("{base}/admin/v1/keys/rotate"))
+            .bearer_auth(ADMIN_TOKEN),
+    )
+    .await;
+    step(
+        "admin call with a wrong token",
+        401,
+        http.post(format!("{base}/admin/v1/keys/rotate"))
+            .bearer_auth(WRONG[0]),
+    )
+    .await;
+
+    // The feed token, right and wrong.
+    step(
+        "feed with its token",
+        200,
+        http.get(format!("{base}/v1/revocations"))
+            .bearer_auth(FEED_TOKEN),
+    )
+    .await;
+    step(
+        "feed with a wrong token",
+        401,
+        http.get(format!("{base}/v1/revocations"))
+            .bearer_auth(WRONG[2]),
+    )
+    .await;
+
+    // Cookie mode: the cookie and the CSRF token on every kind of request.
+    let (login, cookie) = step(
+        "cookie login",
+        200,
+        http.post(format!("{base}/v1/session"))
+            .json(&json!({"username": user, "password": PASSWORD})),
+    )
+    .await;
+    let cookie = cookie.expect("Set-Cookie");
+    let csrf = login["csrf_token"]
+        .as_str()
+        .expect("csrf_token")
+        .to_string();
+    step(
+        "GET /v1/session with the cookie",
+        200,
+        http.get(format!("{base}/v1/session"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    step(
+        "GET /v1/sessions with the cookie",
+        200,
+        http.get(format!("{base}/v1/sessions"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    step(
+        "a state change with the cookie but no CSRF token",
+        403,
+        http.post(format!("{base}/v1/sessions/revoke-others"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    step(
+        "password change with the cookie and the CSRF token",
+        204,
+        http.post(format!("{base}/v1/password"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD})),
+    )
+    .await;
+    step(
+        "the Bearer of a session the password change revoked",
+        401,
+        http.get(format!("{base}/v1/me")).bearer_auth(&access),
+    )
+    .await;
+    step(
+        "logout with the cookie and the CSRF token",
+        204,
+        http.delete(format!("{base}/v1/session"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf),
+    )
+    .await;
+    step(
+        "the logged-out cookie",
+        401,
+        http.get(format!("{base}/v1/session"))
+            .header("cookie", &cookie),
+    )
+    .await;
+
+    let cookie_secret = cookie.split_once('=').expect("name=value").1.to_string();
+    let signature = access.rsplit('.').next().expect("signature").to_string();
+    secrets.extend([access, refresh, signature, cookie_secret, csrf]);
+    secrets
+}
+
+/// Standard base64 with padding, as HTTP Basic sends it.
+fn base64_encode(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }

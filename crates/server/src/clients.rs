@@ -105,6 +105,11 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ap
 }
 
 fn form_urlencoded_decode(s: &str) -> Option<String> {
+    // An encoded id or secret has no raw `&` (it would be `%26`); decoding it as a form would
+    // cut the value there and accept `secret&anything` as `secret`.
+    if s.contains('&') {
+        return None;
+    }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={s}")).ok()?;
     pairs.into_iter().next().map(|(_, v)| v)
 }
@@ -167,6 +172,10 @@ mod tests {
             basic_credentials(&h).expect("ok"),
             Some(("my client".into(), "p@ss".into()))
         );
+        // A raw `&` is no encoding of anything: never read as the secret before it.
+        let v = format!("Basic {}", STANDARD.encode("my%20client:p%40ss&more"));
+        h.insert(header::AUTHORIZATION, v.parse().expect("header"));
+        assert!(basic_credentials(&h).is_err());
         h.insert(header::AUTHORIZATION, "Basic !!!".parse().expect("header"));
         assert!(basic_credentials(&h).is_err());
         h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("header"));

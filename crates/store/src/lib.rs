@@ -13,6 +13,7 @@ use latchkey_core::{
 use std::sync::Arc;
 use time::OffsetDateTime;
 
+pub mod bounded;
 pub mod memory;
 pub mod postgres;
 pub mod redis;

@@ -3,6 +3,7 @@
 //! for a concurrent writer re-checks its WHERE clause against the row that writer committed, so
 //! a conditional UPDATE (`… AND consumed_at IS NULL`) matches for exactly one of any number of
 //! concurrent callers.
+use crate::bounded::{Bounded, Limits};
 use crate::sql::{
     SessionRow, UserRow, conflict_or_unavailable, decode_session, epoch_from_sql, epoch_to_sql,
     from_nanos, opt_from_nanos, parse_uuid, to_nanos, unavailable,
@@ -37,8 +38,23 @@ const SESSION_SETTINGS: [(&str, &str); 2] = [
     ("statement_timeout", "5s"),
     ("idle_in_transaction_session_timeout", "30s"),
 ];
+/// Client-side deadlines, for a server that stops answering without closing its connections
+/// (a stopped process, a frozen host, dropped packets): it cannot enforce `statement_timeout`,
+/// and [`ACQUIRE_TIMEOUT`] covers only getting a connection. A whole store call (waiting for a
+/// connection and every statement of its transaction) past `call` is `Unavailable`, a 503;
+/// `call` is above the server-side statement timeout, so a slow statement still gets the
+/// server's own error first. `ping` (`/readyz`) is shorter: a load balancer's probe gives up
+/// after a second or two.
+pub const CLIENT_LIMITS: Limits = Limits {
+    call: Duration::from_secs(6),
+    ping: Duration::from_secs(1),
+};
 
-pub struct PostgresStore {
+/// The PostgreSQL store: [`PgStore`] with the [`CLIENT_LIMITS`] deadline on every call.
+pub type PostgresStore = Bounded<PgStore>;
+
+/// The PostgreSQL backend itself, without client-side deadlines: open it as [`PostgresStore`].
+pub struct PgStore {
     pool: PgPool,
 }
 
@@ -93,7 +109,7 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migrating PostgreSQL database: {e}")))?;
         conn.close().await.map_err(unavailable)?;
-        Ok(Self { pool })
+        Ok(Bounded::new(PgStore { pool }, CLIENT_LIMITS))
     }
 }
 
@@ -122,7 +138,7 @@ fn check_schema_name(schema: &str) -> StoreResult<()> {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Store for PgStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -1,5 +1,7 @@
-//! Test doubles: a store wrapper whose reads or writes can be made to fail on demand, to
-//! prove that callers fail closed (503) and never half-apply an operation.
+//! Test doubles and helpers: a store wrapper whose reads or writes can be made to fail on
+//! demand, to prove that callers fail closed (503) and never half-apply an operation; the rule
+//! for tests that need outside services; Redis key prefixes and PostgreSQL dumps of a test's
+//! own.
 //!
 //! Writes can fail in two ways: *before* they reach the store (nothing changes: the store was
 //! never asked), or *after commit* (the write is applied in full and then reported failed, as
@@ -284,4 +286,180 @@ impl Store for FlakyStore {
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         self.write(self.inner.purge_expired(now, limit)).await
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests that need outside services, and what they leave behind.
+
+/// Whether tests that need outside services must run (`LATCHKEY_REQUIRE_SERVICES=1`, CI).
+pub fn services_required() -> bool {
+    std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() == Ok("1")
+}
+
+/// A test that cannot run here (no server, no binary) says so past the test harness's capture
+/// and passes, unless [`services_required`], where it fails: the one place that rule lives for
+/// the tests of the store and the server.
+pub fn cannot_run(test: &str, why: &str) {
+    use std::io::Write;
+    assert!(
+        !services_required(),
+        "LATCHKEY_REQUIRE_SERVICES=1 but {test} cannot run: {why}"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED ({test}): {why}");
+}
+
+/// The service URL in the environment variable `var`, or `None` after [`cannot_run`].
+pub fn service_url(var: &str, test: &str, example: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        cannot_run(test, &format!("set {var}={example} to run"));
+    }
+    url
+}
+
+/// A Redis key and everything it holds, raw.
+pub type RedisEntry = (Vec<u8>, Vec<Vec<u8>>);
+
+/// A Redis key prefix of one test's own (`latchkey-test:{random}:`): every key under it is
+/// deleted when the guard goes, from a thread of its own with a blocking connection, so it
+/// also runs while a runtime shuts down or a test unwinds.
+pub struct RedisPrefix {
+    url: String,
+    prefix: String,
+}
+
+impl RedisPrefix {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            prefix: format!("latchkey-test:{}:", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every key under the prefix (SCAN, never KEYS: the server may be shared).
+    pub fn keys(&self) -> redis::RedisResult<Vec<Vec<u8>>> {
+        keys_under(&mut blocking_connection(&self.url)?, &self.prefix)
+    }
+
+    /// Every key under the prefix with everything it holds, raw: a string's value, a hash's
+    /// fields and values, the members of a set, a list or a sorted set (with scores).
+    pub fn dump(&self) -> redis::RedisResult<Vec<RedisEntry>> {
+        let mut conn = blocking_connection(&self.url)?;
+        let keys = keys_under(&mut conn, &self.prefix)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn)?;
+            let values: Vec<Vec<u8>> = match kind.as_str() {
+                "string" => vec![redis::cmd("GET").arg(&key).query(&mut conn)?],
+                "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn)?,
+                "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn)?,
+                "list" => redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query(&mut conn)?,
+                "zset" => redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(&mut conn)?,
+                "none" => Vec::new(), // expired in between
+                other => vec![format!("<unread Redis type {other}>").into_bytes()],
+            };
+            out.push((key, values));
+        }
+        Ok(out)
+    }
+}
+
+fn blocking_connection(url: &str) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(url)?;
+    let conn = client.get_connection_with_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(std::time::Duration::from_secs(5)))?;
+    Ok(conn)
+}
+
+fn keys_under(conn: &mut redis::Connection, prefix: &str) -> redis::RedisResult<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+fn delete_under(url: &str, prefix: &str) -> redis::RedisResult<usize> {
+    let mut conn = blocking_connection(url)?;
+    let keys = keys_under(&mut conn, prefix)?;
+    for chunk in keys.chunks(500) {
+        redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
+    }
+    Ok(keys.len())
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let cleanup =
+            std::thread::spawn(move || delete_under(&url, &prefix).map_err(|e| e.to_string()));
+        let failure = match cleanup.join() {
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => e,
+            Err(_) => "panicked".to_string(),
+        };
+        eprintln!(
+            "warning: Redis test cleanup of {}* failed: {failure}",
+            self.prefix
+        );
+    }
+}
+
+/// Every row of every table in a PostgreSQL schema, as JSON text per row (`bytea` columns as
+/// `\x` hex): what the database holds, for scans of what is stored at rest.
+pub async fn dump_postgres_schema(url: &str, schema: &str) -> Result<String, sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = $1 AND table_type = 'BASE TABLE' ORDER BY table_name",
+    )
+    .bind(schema)
+    .fetch_all(&mut conn)
+    .await?;
+    let mut dump = String::new();
+    for table in tables {
+        // Names from the catalogue, quoted as identifiers.
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT row_to_json(t)::text FROM {}.{} t",
+            quote(schema),
+            quote(&table)
+        )))
+        .fetch_all(&mut conn)
+        .await?;
+        for row in rows {
+            dump.push_str(&table);
+            dump.push_str(": ");
+            dump.push_str(&row);
+            dump.push('\n');
+        }
+    }
+    conn.close().await?;
+    Ok(dump)
 }

@@ -1,5 +1,6 @@
 //! The conformance suite against every backend available without outside services.
 use latchkey_store::conformance::TestStore;
+use latchkey_store::testing::{cannot_run, service_url};
 use std::sync::Arc;
 
 mod memory {
@@ -66,25 +67,16 @@ mod sqlite {
 mod postgres {
     use super::*;
     use latchkey_store::postgres::TestSchema;
-    use std::io::Write;
 
     const URL_VAR: &str = "LATCHKEY_TEST_POSTGRES_URL";
 
     /// A store in a fresh schema, or `None` when no server is configured.
     async fn fresh() -> Option<TestStore> {
-        let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
-        let Some(url) = url else {
-            assert!(
-                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
-            );
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (postgres): set {URL_VAR}=postgres://postgres@127.0.0.1:5432/test to run"
-            );
-            return None;
-        };
+        let url = service_url(
+            URL_VAR,
+            "postgres",
+            "postgres://postgres@127.0.0.1:5432/test",
+        )?;
         let (store, schema) = TestSchema::create(&url).await.unwrap_or_else(|e| {
             panic!(
                 "open PostgreSQL at {}: {e}",
@@ -129,27 +121,7 @@ mod redis_backend {
     const URL_VAR: &str = "LATCHKEY_TEST_REDIS_URL";
 
     fn redis_url() -> Option<String> {
-        let url = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty());
-        if url.is_none() {
-            assert!(
-                std::env::var("LATCHKEY_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "LATCHKEY_REQUIRE_SERVICES=1 but {URL_VAR} is not set"
-            );
-            // Straight to stderr, past the test harness's capture, so the skip is seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (redis): set {URL_VAR}=redis://127.0.0.1:6379 to run"
-            );
-        }
-        url
-    }
-
-    /// Deletes every key under its prefix when dropped. It works from a thread of its own
-    /// with a blocking connection, so it also runs while a runtime shuts down or a test
-    /// unwinds.
-    struct PrefixGuard {
-        url: String,
-        prefix: String,
+        service_url(URL_VAR, "redis", "redis://127.0.0.1:6379")
     }
 
     fn blocking_connection(url: &str) -> redis::RedisResult<redis::Connection> {
@@ -180,32 +152,6 @@ mod redis_backend {
         }
     }
 
-    fn delete_all(url: &str, prefix: &str) -> redis::RedisResult<usize> {
-        let mut conn = blocking_connection(url)?;
-        let keys = keys_under(&mut conn, prefix)?;
-        for chunk in keys.chunks(500) {
-            redis::cmd("DEL").arg(chunk).query::<()>(&mut conn)?;
-        }
-        Ok(keys.len())
-    }
-
-    impl Drop for PrefixGuard {
-        fn drop(&mut self) {
-            let (url, prefix) = (self.url.clone(), self.prefix.clone());
-            let cleanup = std::thread::spawn(move || delete_all(&url, &prefix));
-            let failure = match cleanup.join() {
-                Ok(Ok(_)) => return,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => "panicked".to_string(),
-            };
-            let _ = writeln!(
-                std::io::stderr(),
-                "redis test cleanup of {}* failed: {failure}",
-                self.prefix
-            );
-        }
-    }
-
     fn unique_prefix() -> String {
         format!("latchkey-test:{}:", uuid::Uuid::new_v4().simple())
     }
@@ -213,13 +159,9 @@ mod redis_backend {
     /// A store on a fresh prefix, or `None` when no server is configured.
     async fn fresh() -> Option<(TestStore, Arc<RedisStore>)> {
         let url = redis_url()?;
-        let prefix = unique_prefix();
         // The guard exists before the first key does.
-        let guard = PrefixGuard {
-            url: url.clone(),
-            prefix: prefix.clone(),
-        };
-        let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, &prefix)
+        let guard = latchkey_store::testing::RedisPrefix::new(&url);
+        let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, guard.prefix())
             .await
             .unwrap_or_else(|e| panic!("open Redis at {}: {e}", latchkey_store::redact_url(&url)));
         let store = Arc::new(store);
@@ -387,13 +329,9 @@ mod redis_backend {
         let Some(url) = redis_url() else {
             return;
         };
-        let prefix = unique_prefix();
-        let _guard = PrefixGuard {
-            url: url.clone(),
-            prefix: prefix.clone(),
-        };
+        let guard = latchkey_store::testing::RedisPrefix::new(&url);
         let sql = Arc::new(FlakyStore::new(Arc::new(MemoryStore::new())));
-        let store = RedisStore::new(sql.clone(), &url, &prefix)
+        let store = RedisStore::new(sql.clone(), &url, guard.prefix())
             .await
             .expect("connect");
         let now = time::OffsetDateTime::now_utc();
@@ -567,11 +505,10 @@ mod redis_backend {
             return;
         }
         let Some(server) = OwnRedis::start(None) else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED (redis outage): needs the redis-server binary"
+            return cannot_run(
+                "redis outage",
+                "needs the redis-server binary (apt-get install redis-server)",
             );
-            return;
         };
         let url = server.url();
         let store = RedisStore::new(Arc::new(MemoryStore::new()), &url, &unique_prefix())
