@@ -7,10 +7,13 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use aws_lc_rs::{
+    encoding::AsDer as _,
     rand::{self, SystemRandom},
+    rsa::KeySize,
     signature::{
         ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
-        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, Signature, VerificationAlgorithm,
+        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
+        RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents, Signature, VerificationAlgorithm,
     },
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -26,8 +29,12 @@ use crate::{
 /// Longest `kid` accepted, both when loading a key and in a presented token's header.
 pub const MAX_KID_LEN: usize = 128;
 
-/// The asymmetric JWS algorithms Latchkey signs access tokens with (RFC 9068 forbids `none`,
-/// and this service never uses shared-secret HMAC).
+/// The asymmetric JWS algorithms Latchkey signs with (RFC 9068 forbids `none`, and this
+/// service never uses shared-secret HMAC).
+///
+/// Access tokens use EdDSA or ES256 only ([`Algorithm::signs_access_tokens`]); ID tokens and
+/// logout tokens may use any of the three (RS256 is the OIDC default that every relying party
+/// supports).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum Algorithm {
     /// Ed25519 (RFC 8037). The default: small keys, fast, deterministic signatures.
@@ -35,24 +42,38 @@ pub enum Algorithm {
     EdDSA,
     /// ECDSA on P-256 with SHA-256 (RFC 7518 §3.4), for consumers without Ed25519 support.
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3), 2048-bit keys: the algorithm OIDC
+    /// requires every provider to offer for ID tokens. Never used for access tokens.
+    RS256,
 }
 
 impl Algorithm {
     /// Every supported algorithm.
-    pub const ALL: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
+    pub const ALL: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+
+    /// The algorithms access tokens may be signed (and verified) with.
+    pub const ACCESS_TOKEN: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
 
     /// The JOSE `alg` name.
     pub const fn as_str(self) -> &'static str {
         match self {
             Algorithm::EdDSA => "EdDSA",
             Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
         }
+    }
+
+    /// Whether access tokens may use this algorithm: EdDSA and ES256 only. An access token
+    /// whose `kid` names an RS256 key is refused, since Latchkey never signs one with it.
+    pub const fn signs_access_tokens(self) -> bool {
+        matches!(self, Algorithm::EdDSA | Algorithm::ES256)
     }
 
     fn verification_algorithm(self) -> &'static dyn VerificationAlgorithm {
         match self {
             Algorithm::EdDSA => &ED25519,
             Algorithm::ES256 => &ECDSA_P256_SHA256_FIXED,
+            Algorithm::RS256 => &RSA_PKCS1_2048_8192_SHA256,
         }
     }
 }
@@ -92,6 +113,7 @@ impl<'de> Deserialize<'de> for Algorithm {
 enum Signer {
     Ed25519(Ed25519KeyPair),
     Es256(EcdsaKeyPair),
+    Rs256(RsaKeyPair),
 }
 
 struct Inner {
@@ -119,10 +141,12 @@ impl SigningKey {
     pub fn generate(alg: Algorithm, created_at: OffsetDateTime) -> Result<Self, TokenError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map(zeroizing_copy),
             Algorithm::ES256 => {
                 EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map(zeroizing_copy)
             }
+            Algorithm::RS256 => generate_rsa_pkcs8(),
         }
         .map_err(|_| TokenError::KeyGeneration)?;
         let mut kid_bytes = [0u8; 16];
@@ -159,11 +183,29 @@ impl SigningKey {
                 let public = pair.public_key().as_ref().to_vec();
                 (Signer::Es256(pair), public)
             }
+            Algorithm::RS256 => {
+                let pair = RsaKeyPair::from_pkcs8(private_pkcs8_der).map_err(bad_key)?;
+                let bits = pair.public_modulus_len() * 8;
+                if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+                    return Err(TokenError::InvalidPrivateKey(alg));
+                }
+                // RFC 8017 `RSAPublicKey` DER (SEQUENCE { n, e }), which is also what
+                // `ParsedPublicKey` takes for RSA.
+                let public = pair.public_key().as_ref().to_vec();
+                (Signer::Rs256(pair), public)
+            }
         };
         let verifier =
             ParsedPublicKey::new(alg.verification_algorithm(), &public).map_err(bad_key)?;
-        let jwk =
-            Jwk::from_public_key(alg, &kid, &public).ok_or(TokenError::InvalidPrivateKey(alg))?;
+        let jwk = match &signer {
+            Signer::Rs256(pair) => Jwk::from_rsa_components(
+                &kid,
+                pair.public_key().modulus().big_endian_without_leading_zero(),
+                pair.public_key().exponent().big_endian_without_leading_zero(),
+            ),
+            _ => Jwk::from_public_key(alg, &kid, &public),
+        }
+        .ok_or(TokenError::InvalidPrivateKey(alg))?;
         let header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&JwsHeader {
             alg: alg.as_str(),
             typ: crate::jwt::ACCESS_TOKEN_TYP,
@@ -219,17 +261,33 @@ impl SigningKey {
         &self.inner.public
     }
 
-    /// base64url of the protected header this key puts on every token.
+    /// base64url of the protected header this key puts on every access token.
     pub(crate) fn header_b64(&self) -> &str {
         &self.inner.header_b64
     }
 
+    /// base64url of `{"alg","typ","kid"}` with another `typ` (ID and logout tokens).
+    pub(crate) fn header_b64_with_typ(&self, typ: &str) -> Result<String, TokenError> {
+        Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&JwsHeader {
+            alg: self.algorithm().as_str(),
+            typ,
+            kid: self.kid(),
+        })?))
+    }
+
     /// Signs `message` (the JWS signing input). ES256 signatures are the fixed 64-byte `r || s`
-    /// form that JWS requires, not DER.
-    pub(crate) fn sign_raw(&self, message: &[u8]) -> Result<Signature, TokenError> {
+    /// form that JWS requires, not DER; RS256 signatures are as long as the modulus.
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Result<RawSignature, TokenError> {
         match &self.inner.signer {
-            Signer::Ed25519(pair) => pair.try_sign(message),
-            Signer::Es256(pair) => pair.sign(&SystemRandom::new(), message),
+            Signer::Ed25519(pair) => pair.try_sign(message).map(RawSignature::Fixed),
+            Signer::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(RawSignature::Fixed),
+            Signer::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
+                    .map(|()| RawSignature::Rsa(signature))
+            }
         }
         .map_err(|_| TokenError::Signing)
     }
@@ -251,6 +309,38 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// A signature as the cryptographic library returns it.
+pub(crate) enum RawSignature {
+    Fixed(Signature),
+    Rsa(Vec<u8>),
+}
+
+impl AsRef<[u8]> for RawSignature {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            RawSignature::Fixed(signature) => signature.as_ref(),
+            RawSignature::Rsa(signature) => signature,
+        }
+    }
+}
+
+/// Smallest RSA modulus accepted (bits), for stored keys and published JWKs alike.
+const RSA_MIN_BITS: usize = 2048;
+/// Largest RSA modulus accepted (bits): Latchkey generates 2048-bit keys; this bounds the cost
+/// of a key read from a JWKS.
+const RSA_MAX_BITS: usize = 4096;
+
+/// A fresh 2048-bit RSA key as PKCS#8 v1 DER (RSA keys have no v2 form).
+fn generate_rsa_pkcs8() -> Result<Zeroizing<Vec<u8>>, aws_lc_rs::error::Unspecified> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)?;
+    Ok(zeroizing_copy(&*pair.as_der()?))
+}
+
+/// The generated PKCS#8 bytes, in a buffer that is wiped on drop.
+fn zeroizing_copy(pkcs8: impl AsRef<[u8]>) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(pkcs8.as_ref().to_vec())
+}
+
 struct VerifyingInner {
     kid: String,
     alg: Algorithm,
@@ -269,12 +359,15 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// Reads one published JWK. Only the two forms Latchkey publishes are accepted:
-    /// `{"kty":"OKP","crv":"Ed25519","alg":"EdDSA"}` (RFC 8037) and
-    /// `{"kty":"EC","crv":"P-256","alg":"ES256"}` (RFC 7518 §6.2), with `use: "sig"`,
-    /// a valid `kid`, and coordinates of exactly 32 bytes in strict base64url. `kty`, `crv` and
-    /// `alg` must agree, so a key always fixes the one algorithm its tokens may use.
-    /// A P-256 point that is not on the curve is refused.
+    /// Reads one published JWK. Only the three forms Latchkey publishes are accepted:
+    /// `{"kty":"OKP","crv":"Ed25519","alg":"EdDSA"}` (RFC 8037),
+    /// `{"kty":"EC","crv":"P-256","alg":"ES256"}` (RFC 7518 §6.2) and
+    /// `{"kty":"RSA","alg":"RS256","n","e"}` (RFC 7518 §6.3.1), with `use: "sig"`, a valid
+    /// `kid`, coordinates of exactly 32 bytes, and every value in strict base64url. `kty`, `crv`
+    /// and `alg` must agree and members of another key type are refused, so a key always fixes
+    /// the one algorithm its tokens may use. A P-256 point that is not on the curve is refused;
+    /// an RSA modulus must have 2048 to 4096 bits and no leading zero byte, the exponent at most
+    /// 32 bits.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
         let bad = |reason: &'static str| TokenError::InvalidJwk {
             kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
@@ -295,7 +388,11 @@ impl VerifyingKey {
                 .map_err(|_| bad("coordinate is not base64url"))?;
             <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad("coordinate is not 32 bytes"))
         };
+        if alg != Algorithm::RS256 && (jwk.n.is_some() || jwk.e.is_some()) {
+            return Err(bad("unexpected RSA member"));
+        }
         let public = match alg {
+            Algorithm::RS256 => return Self::from_rsa_jwk(jwk, alg),
             Algorithm::EdDSA => {
                 if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
                     return Err(bad("\"kty\"/\"crv\" do not match \"alg\""));
@@ -321,6 +418,53 @@ impl VerifyingKey {
             .map_err(|_| bad("not a valid public key"))?;
         // Normalised from the parsed bytes, so `jwk()` shows exactly what is checked.
         let jwk = Jwk::from_public_key(alg, &jwk.kid, &public)
+            .ok_or_else(|| bad("not a valid public key"))?;
+        Ok(VerifyingKey {
+            inner: Arc::new(VerifyingInner {
+                kid: jwk.kid.clone(),
+                alg,
+                verifier,
+                jwk,
+            }),
+        })
+    }
+
+    /// The RS256 part of [`VerifyingKey::from_jwk`], after the `kid`, `use` and `alg` checks.
+    fn from_rsa_jwk(jwk: &Jwk, alg: Algorithm) -> Result<Self, TokenError> {
+        let bad = |reason: &'static str| TokenError::InvalidJwk {
+            kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
+            reason,
+        };
+        if jwk.kty != "RSA" {
+            return Err(bad("\"kty\" does not match \"alg\""));
+        }
+        if !jwk.crv.is_empty() || !jwk.x.is_empty() || jwk.y.is_some() {
+            return Err(bad("unexpected \"crv\", \"x\" or \"y\" in an RSA key"));
+        }
+        let component = |value: Option<&str>, name: &'static str| -> Result<Vec<u8>, TokenError> {
+            let value = value.ok_or_else(|| bad(name))?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(value)
+                .map_err(|_| bad("RSA member is not base64url"))?;
+            // RFC 7518 §6.3.1: the minimum number of octets, so no leading zero byte.
+            match bytes.first() {
+                Some(first) if *first != 0 => Ok(bytes),
+                _ => Err(bad("RSA member is empty or has a leading zero byte")),
+            }
+        };
+        let n = component(jwk.n.as_deref(), "missing \"n\"")?;
+        let e = component(jwk.e.as_deref(), "missing \"e\"")?;
+        let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(bad("RSA modulus is not 2048 to 4096 bits"));
+        }
+        if e.len() > 4 {
+            return Err(bad("RSA exponent is longer than 32 bits"));
+        }
+        let verifier = RsaPublicKeyComponents { n: &n, e: &e }
+            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+            .map_err(|_| bad("not a valid public key"))?;
+        let jwk = Jwk::from_rsa_components(&jwk.kid, &n, &e)
             .ok_or_else(|| bad("not a valid public key"))?;
         Ok(VerifyingKey {
             inner: Arc::new(VerifyingInner {
@@ -366,7 +510,7 @@ impl fmt::Debug for VerifyingKey {
 #[derive(Serialize)]
 struct JwsHeader<'a> {
     alg: &'static str,
-    typ: &'static str,
+    typ: &'a str,
     kid: &'a str,
 }
 
