@@ -543,18 +543,35 @@ mod tests {
 
     #[test]
     fn algorithm_parse_error_lists_accepted_values() {
-        for bad in ["eddsa", "HS256", "none", "RS256", ""] {
+        for bad in ["eddsa", "HS256", "none", "rs256", "PS256", "RS384", ""] {
             let err = bad.parse::<Algorithm>().expect_err("must be refused");
             let msg = err.to_string();
-            assert!(msg.contains("EdDSA") && msg.contains("ES256"), "{msg}");
+            assert!(
+                msg.contains("EdDSA") && msg.contains("ES256") && msg.contains("RS256"),
+                "{msg}"
+            );
             let serde_err = serde_json::from_str::<Algorithm>(&format!("\"{bad}\""))
                 .expect_err("must be refused");
             assert!(
                 serde_err
                     .to_string()
-                    .contains("expected \"EdDSA\" or \"ES256\"")
+                    .contains("expected \"EdDSA\", \"ES256\" or \"RS256\"")
             );
         }
+        assert_eq!("RS256".parse::<Algorithm>(), Ok(Algorithm::RS256));
+    }
+
+    #[test]
+    fn only_eddsa_and_es256_sign_access_tokens() {
+        assert!(Algorithm::EdDSA.signs_access_tokens());
+        assert!(Algorithm::ES256.signs_access_tokens());
+        assert!(!Algorithm::RS256.signs_access_tokens());
+        assert!(
+            Algorithm::ACCESS_TOKEN
+                .iter()
+                .all(|alg| alg.signs_access_tokens())
+        );
+        assert_eq!(Algorithm::ALL.len(), 3);
     }
 
     #[test]
@@ -598,17 +615,29 @@ mod tests {
 
     #[test]
     fn from_stored_refuses_wrong_algorithm_and_garbage() {
-        let ed = SigningKey::generate(Algorithm::EdDSA, now()).expect("generate");
-        let ec = SigningKey::generate(Algorithm::ES256, now()).expect("generate");
         let load = |alg, der: &[u8]| SigningKey::from_stored("k1".into(), alg, der, now());
-        assert!(matches!(
-            load(Algorithm::ES256, ed.private_pkcs8_der()),
-            Err(TokenError::InvalidPrivateKey(Algorithm::ES256))
-        ));
-        assert!(matches!(
-            load(Algorithm::EdDSA, ec.private_pkcs8_der()),
-            Err(TokenError::InvalidPrivateKey(Algorithm::EdDSA))
-        ));
+        let keys: Vec<SigningKey> = Algorithm::ALL
+            .into_iter()
+            .map(|alg| SigningKey::generate(alg, now()).expect("generate"))
+            .collect();
+        // Every key stored under every other algorithm: refused, so a mix-up in the store can
+        // never change what a kid stands for.
+        for key in &keys {
+            for alg in Algorithm::ALL {
+                if alg == key.algorithm() {
+                    assert!(load(alg, key.private_pkcs8_der()).is_ok());
+                } else {
+                    assert!(
+                        matches!(
+                            load(alg, key.private_pkcs8_der()),
+                            Err(TokenError::InvalidPrivateKey(a)) if a == alg
+                        ),
+                        "{} key loaded as {alg}",
+                        key.algorithm()
+                    );
+                }
+            }
+        }
         for alg in Algorithm::ALL {
             assert!(matches!(
                 load(alg, b"not a key"),
@@ -686,6 +715,132 @@ mod tests {
             assert!(!public.verify_raw(b"messagf", sig.as_ref()));
             let debug = format!("{public:?}");
             assert!(debug.contains(key.kid()) && debug.contains("VerifyingKey"));
+        }
+    }
+
+    #[test]
+    fn rsa_key_is_2048_bits_and_signs_rs256() {
+        let key = SigningKey::generate(Algorithm::RS256, now()).expect("generate");
+        let jwk = key.public_jwk();
+        let json = serde_json::to_value(&jwk).expect("json");
+        let mut names: Vec<_> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "e", "kid", "kty", "n", "use"]);
+        assert_eq!(json["kty"], "RSA");
+        assert_eq!(json["alg"], "RS256");
+        assert_eq!(json["use"], "sig");
+        assert_eq!(json["e"], "AQAB");
+        let n = URL_SAFE_NO_PAD
+            .decode(jwk.n.as_deref().expect("n"))
+            .expect("b64");
+        assert_eq!(n.len(), 256);
+        assert!(n[0] & 0x80 != 0, "a full 2048-bit modulus");
+
+        // PKCS#8 DER, reloadable; signatures are modulus-sized and deterministic (PKCS#1 v1.5).
+        let loaded = SigningKey::from_stored(
+            key.kid().to_owned(),
+            Algorithm::RS256,
+            key.private_pkcs8_der(),
+            key.created_at(),
+        )
+        .expect("load");
+        assert_eq!(loaded.public_jwk(), jwk);
+        let sig = loaded.sign_raw(b"message").expect("sign");
+        assert_eq!(sig.as_ref().len(), 256);
+        assert_eq!(
+            key.sign_raw(b"message").expect("sign").as_ref(),
+            sig.as_ref()
+        );
+        assert!(key.verify_raw(b"message", sig.as_ref()));
+        assert!(!key.verify_raw(b"messagf", sig.as_ref()));
+
+        // The same check with aws-lc-rs alone, from n and e: RSASSA-PKCS1-v1_5 with SHA-256.
+        let e = URL_SAFE_NO_PAD.decode("AQAB").expect("b64");
+        let components = RsaPublicKeyComponents { n: &n, e: &e };
+        assert!(
+            components
+                .verify(&RSA_PKCS1_2048_8192_SHA256, b"message", sig.as_ref())
+                .is_ok()
+        );
+        assert!(
+            components
+                .verify(
+                    &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+                    b"message",
+                    sig.as_ref()
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rsa_jwk_edge_cases() {
+        let key = SigningKey::generate(Algorithm::RS256, now()).expect("generate");
+        let rsa = key.public_jwk();
+        let n = URL_SAFE_NO_PAD
+            .decode(rsa.n.as_deref().expect("n"))
+            .expect("b64");
+        let reason = |jwk: &Jwk| match VerifyingKey::from_jwk(jwk) {
+            Err(TokenError::InvalidJwk { reason, .. }) => reason,
+            other => panic!("expected InvalidJwk, got {other:?}"),
+        };
+        let with = |f: &dyn Fn(&mut Jwk)| {
+            let mut jwk = rsa.clone();
+            f(&mut jwk);
+            jwk
+        };
+        // The published key itself is usable and checks what the private key signs.
+        let public = VerifyingKey::from_jwk(&rsa).expect("usable");
+        assert_eq!(public.algorithm(), Algorithm::RS256);
+        assert!(public.verify_raw(b"m", key.sign_raw(b"m").expect("sign").as_ref()));
+
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let cases: Vec<(Jwk, &str)> = vec![
+            (with(&|j| j.kty = "EC".into()), "\"kty\" does not match \"alg\""),
+            (with(&|j| j.kty = "OKP".into()), "\"kty\" does not match \"alg\""),
+            (with(&|j| j.n = None), "missing \"n\""),
+            (with(&|j| j.e = None), "missing \"e\""),
+            (
+                with(&|j| j.crv = "P-256".into()),
+                "unexpected \"crv\", \"x\" or \"y\" in an RSA key",
+            ),
+            (
+                with(&|j| j.x = "AAAA".into()),
+                "unexpected \"crv\", \"x\" or \"y\" in an RSA key",
+            ),
+            (with(&|j| j.e = Some(String::new())), "RSA member is empty or has a leading zero byte"),
+            (with(&|j| j.e = Some("AAEAAQ".into())), "RSA member is empty or has a leading zero byte"),
+            (with(&|j| j.e = Some("AQAB=".into())), "RSA member is not base64url"),
+            (with(&|j| j.e = Some(b64(&[1, 0, 0, 0, 1]))), "RSA exponent is longer than 32 bits"),
+            (
+                with(&|j| j.n = Some(b64(&[&[0][..], &n].concat()))),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            // 2040 bits, 8192 bits: out of range (the latter is refused before any parsing).
+            (with(&|j| j.n = Some(b64(&n[1..]))), "RSA modulus is not 2048 to 4096 bits"),
+            (with(&|j| j.n = Some(b64(&[0xff; 1024]))), "RSA modulus is not 2048 to 4096 bits"),
+        ];
+        for (jwk, want) in cases {
+            assert_eq!(reason(&jwk), want, "{jwk:?}");
+        }
+        // 2047 bits (top bit clear) is one bit short.
+        let mut short = n.clone();
+        short[0] = 0x7f;
+        assert_eq!(
+            reason(&with(&|j| j.n = Some(b64(&short)))),
+            "RSA modulus is not 2048 to 4096 bits"
+        );
+        // RSA members on an Ed25519 or P-256 key are refused too.
+        for alg in Algorithm::ACCESS_TOKEN {
+            let mut jwk = SigningKey::generate(alg, now()).expect("generate").public_jwk();
+            jwk.n = rsa.n.clone();
+            jwk.e = rsa.e.clone();
+            assert_eq!(reason(&jwk), "unexpected RSA member");
         }
     }
 
