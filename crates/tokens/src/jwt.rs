@@ -444,7 +444,9 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
 
 /// Parses a JSON object. The first byte is checked because serde's derived structs would also
 /// accept a JSON array, matching fields by position.
-pub(crate) fn parse_json_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Result<T, VerifyError> {
+pub(crate) fn parse_json_object<T: for<'de> Deserialize<'de>>(
+    json: &[u8],
+) -> Result<T, VerifyError> {
     if json.first() != Some(&b'{') {
         return Err(VerifyError::Malformed);
     }
@@ -508,7 +510,10 @@ pub(crate) fn required<T>(value: Option<T>, name: &'static str) -> Result<T, Ver
 }
 
 /// Like [`required`], for identifiers where an empty string is as good as absent.
-pub(crate) fn required_id(value: Option<String>, name: &'static str) -> Result<String, VerifyError> {
+pub(crate) fn required_id(
+    value: Option<String>,
+    name: &'static str,
+) -> Result<String, VerifyError> {
     value
         .filter(|v| !v.is_empty())
         .ok_or(VerifyError::MissingClaim(name))

@@ -200,8 +200,12 @@ impl SigningKey {
         let jwk = match &signer {
             Signer::Rs256(pair) => Jwk::from_rsa_components(
                 &kid,
-                pair.public_key().modulus().big_endian_without_leading_zero(),
-                pair.public_key().exponent().big_endian_without_leading_zero(),
+                pair.public_key()
+                    .modulus()
+                    .big_endian_without_leading_zero(),
+                pair.public_key()
+                    .exponent()
+                    .big_endian_without_leading_zero(),
             ),
             _ => Jwk::from_public_key(alg, &kid, &public),
         }
@@ -285,8 +289,13 @@ impl SigningKey {
                 .map(RawSignature::Fixed),
             Signer::Rs256(pair) => {
                 let mut signature = vec![0; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
-                    .map(|()| RawSignature::Rsa(signature))
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map(|()| RawSignature::Rsa(signature))
             }
         }
         .map_err(|_| TokenError::Signing)
@@ -309,7 +318,10 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// A signature as the cryptographic library returns it.
+/// A signature as the cryptographic library returns it. Short-lived, on the stack: boxing the
+/// fixed-size form (aws-lc-rs sizes it for its largest algorithm) would cost every access token
+/// an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum RawSignature {
     Fixed(Signature),
     Rsa(Vec<u8>),
@@ -801,8 +813,14 @@ mod tests {
 
         let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let cases: Vec<(Jwk, &str)> = vec![
-            (with(&|j| j.kty = "EC".into()), "\"kty\" does not match \"alg\""),
-            (with(&|j| j.kty = "OKP".into()), "\"kty\" does not match \"alg\""),
+            (
+                with(&|j| j.kty = "EC".into()),
+                "\"kty\" does not match \"alg\"",
+            ),
+            (
+                with(&|j| j.kty = "OKP".into()),
+                "\"kty\" does not match \"alg\"",
+            ),
             (with(&|j| j.n = None), "missing \"n\""),
             (with(&|j| j.e = None), "missing \"e\""),
             (
@@ -813,17 +831,35 @@ mod tests {
                 with(&|j| j.x = "AAAA".into()),
                 "unexpected \"crv\", \"x\" or \"y\" in an RSA key",
             ),
-            (with(&|j| j.e = Some(String::new())), "RSA member is empty or has a leading zero byte"),
-            (with(&|j| j.e = Some("AAEAAQ".into())), "RSA member is empty or has a leading zero byte"),
-            (with(&|j| j.e = Some("AQAB=".into())), "RSA member is not base64url"),
-            (with(&|j| j.e = Some(b64(&[1, 0, 0, 0, 1]))), "RSA exponent is longer than 32 bits"),
+            (
+                with(&|j| j.e = Some(String::new())),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            (
+                with(&|j| j.e = Some("AAEAAQ".into())),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            (
+                with(&|j| j.e = Some("AQAB=".into())),
+                "RSA member is not base64url",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1, 0, 0, 0, 1]))),
+                "RSA exponent is longer than 32 bits",
+            ),
             (
                 with(&|j| j.n = Some(b64(&[&[0][..], &n].concat()))),
                 "RSA member is empty or has a leading zero byte",
             ),
             // 2040 bits, 8192 bits: out of range (the latter is refused before any parsing).
-            (with(&|j| j.n = Some(b64(&n[1..]))), "RSA modulus is not 2048 to 4096 bits"),
-            (with(&|j| j.n = Some(b64(&[0xff; 1024]))), "RSA modulus is not 2048 to 4096 bits"),
+            (
+                with(&|j| j.n = Some(b64(&n[1..]))),
+                "RSA modulus is not 2048 to 4096 bits",
+            ),
+            (
+                with(&|j| j.n = Some(b64(&[0xff; 1024]))),
+                "RSA modulus is not 2048 to 4096 bits",
+            ),
         ];
         for (jwk, want) in cases {
             assert_eq!(reason(&jwk), want, "{jwk:?}");
@@ -837,7 +873,9 @@ mod tests {
         );
         // RSA members on an Ed25519 or P-256 key are refused too.
         for alg in Algorithm::ACCESS_TOKEN {
-            let mut jwk = SigningKey::generate(alg, now()).expect("generate").public_jwk();
+            let mut jwk = SigningKey::generate(alg, now())
+                .expect("generate")
+                .public_jwk();
             jwk.n = rsa.n.clone();
             jwk.e = rsa.e.clone();
             assert_eq!(reason(&jwk), "unexpected RSA member");

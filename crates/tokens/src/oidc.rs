@@ -153,7 +153,11 @@ impl KeyRing {
     /// header `{"alg","typ":"JWT","kid"}`. Fails with [`TokenError::NoSigningKey`] when the
     /// ring has no signer of `alg`. `claims.at_hash` is written as given: compute it with
     /// [`at_hash`] and the same `alg`.
-    pub fn sign_id_token(&self, claims: &IdTokenClaims, alg: Algorithm) -> Result<String, TokenError> {
+    pub fn sign_id_token(
+        &self,
+        claims: &IdTokenClaims,
+        alg: Algorithm,
+    ) -> Result<String, TokenError> {
         let key = self
             .signing_key_for(alg)
             .ok_or(TokenError::NoSigningKey(alg))?;
@@ -180,7 +184,11 @@ impl KeyRing {
             sid: &claims.sid,
             events: LogoutEvents,
         };
-        sign_jws(key, &key.header_b64_with_typ(TokenKind::Logout.typ())?, &payload)
+        sign_jws(
+            key,
+            &key.header_b64_with_typ(TokenKind::Logout.typ())?,
+            &payload,
+        )
     }
 
     /// Verifies an ID token signed by any key of the ring (any algorithm; the key named by
@@ -290,7 +298,11 @@ impl RawIdClaims {
             None if several_audiences => return Err(VerifyError::MissingClaim("azp")),
             _ => {}
         }
-        let exp_checked = if validation.allow_expired { i64::MAX } else { exp };
+        let exp_checked = if validation.allow_expired {
+            i64::MAX
+        } else {
+            exp
+        };
         check_lifetime(
             exp_checked,
             self.nbf.unwrap_or(iat),
@@ -305,9 +317,13 @@ impl RawIdClaims {
         {
             return Err(VerifyError::WrongNonce);
         }
-        if validation.access_token.as_deref().is_some_and(|access_token| {
-            self.at_hash.as_deref() != Some(at_hash(access_token, alg).as_str())
-        }) {
+        if validation
+            .access_token
+            .as_deref()
+            .is_some_and(|access_token| {
+                self.at_hash.as_deref() != Some(at_hash(access_token, alg).as_str())
+            })
+        {
             return Err(VerifyError::WrongAtHash);
         }
         Ok(IdTokenClaims {

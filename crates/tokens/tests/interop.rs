@@ -277,9 +277,7 @@ fn rs256_id_tokens_verify_with_jwt_simple_from_the_jwks() {
     let ring = oidc_ring();
     let access_token = ring.sign(&fresh_claims()).expect("access token");
     let claims = id_claims(&access_token, Algorithm::RS256);
-    let token = ring
-        .sign_id_token(&claims, Algorithm::RS256)
-        .expect("sign");
+    let token = ring.sign_id_token(&claims, Algorithm::RS256).expect("sign");
     let text = jwks_text(&ring);
 
     let (kid, typ) = header_kid_typ(&token);

@@ -235,8 +235,8 @@ fn rs256_keys_never_sign_access_tokens() {
 fn access_token_naming_an_rs256_key_is_refused() {
     let ed = key(Algorithm::EdDSA);
     let rsa = key(Algorithm::RS256);
-    let ring = KeyRing::with_signers(vec![ed.clone(), rsa.clone()], ed.kid(), &[rsa.kid()])
-        .expect("ring");
+    let ring =
+        KeyRing::with_signers(vec![ed.clone(), rsa.clone()], ed.kid(), &[rsa.kid()]).expect("ring");
     let public = PublicKeySet::from_jwks(&ring.jwks()).expect("JWKS reads back");
     assert_eq!(public.len(), 2);
 

@@ -208,7 +208,10 @@ fn at_hash_is_the_left_half_of_sha256_or_sha512() {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
             .collect()
     };
-    assert_eq!(at_hash("abc", Algorithm::RS256), b64(&hex(sha256_abc)[..16]));
+    assert_eq!(
+        at_hash("abc", Algorithm::RS256),
+        b64(&hex(sha256_abc)[..16])
+    );
     // EdDSA (Ed25519): SHA-512, left 32 bytes.
     let eddsa = at_hash("abc", Algorithm::EdDSA);
     assert_eq!(eddsa, b64(&hex(sha512_abc)[..32]));
@@ -251,7 +254,10 @@ fn id_tokens_roundtrip_with_every_algorithm() {
         // An ID token is never an access token, whatever key signed it.
         let access = Validation::new(ISSUER, NOW);
         assert_eq!(fx.ring.verify(&token, &access), Err(VerifyError::WrongType));
-        assert_eq!(fx.public().verify(&token, &access), Err(VerifyError::WrongType));
+        assert_eq!(
+            fx.public().verify(&token, &access),
+            Err(VerifyError::WrongType)
+        );
         // Nor a logout token.
         assert_eq!(
             fx.verify_logout(&token, &logout_validation()),
@@ -337,7 +343,12 @@ fn id_token_header_rules() {
         // The key named by kid fixes the algorithm.
         for bad in ["none", "HS256", "RS384", "PS256", "ES384", "eddsa"]
             .into_iter()
-            .chain(Algorithm::ALL.into_iter().filter(|a| *a != alg).map(Algorithm::as_str))
+            .chain(
+                Algorithm::ALL
+                    .into_iter()
+                    .filter(|a| *a != alg)
+                    .map(Algorithm::as_str),
+            )
         {
             let token = forge(key, &with(header(key, "JWT"), "alg", json!(bad)), &payload);
             assert_eq!(
@@ -346,7 +357,11 @@ fn id_token_header_rules() {
                 "{alg} key, alg {bad}"
             );
         }
-        for (name, value) in [("jwk", json!({})), ("jku", json!("https://x")), ("crit", json!(["b64"]))] {
+        for (name, value) in [
+            ("jwk", json!({})),
+            ("jku", json!("https://x")),
+            ("crit", json!(["b64"])),
+        ] {
             let token = forge(key, &with(header(key, "JWT"), name, value), &payload);
             assert!(matches!(
                 fx.verify_id(&token, &id_validation()),
@@ -464,7 +479,10 @@ fn id_token_claim_rules() {
         Err(VerifyError::WrongNonce)
     );
     assert_eq!(
-        check(&without(base.clone(), "nonce"), &wants_nonce("n-0S6_WzA2Mj")),
+        check(
+            &without(base.clone(), "nonce"),
+            &wants_nonce("n-0S6_WzA2Mj")
+        ),
         Err(VerifyError::WrongNonce)
     );
     assert!(check(&without(base.clone(), "nonce"), &v).is_ok());
@@ -474,12 +492,20 @@ fn id_token_claim_rules() {
         access_token: Some("at-1".into()),
         ..id_validation()
     };
-    let good_hash = with(base.clone(), "at_hash", json!(at_hash("at-1", Algorithm::RS256)));
+    let good_hash = with(
+        base.clone(),
+        "at_hash",
+        json!(at_hash("at-1", Algorithm::RS256)),
+    );
     assert!(check(&good_hash, &wants_at).is_ok());
     assert!(check(&good_hash, &v).is_ok());
     assert_eq!(
         check(
-            &with(base.clone(), "at_hash", json!(at_hash("at-2", Algorithm::RS256))),
+            &with(
+                base.clone(),
+                "at_hash",
+                json!(at_hash("at-2", Algorithm::RS256))
+            ),
             &wants_at
         ),
         Err(VerifyError::WrongAtHash)
@@ -487,7 +513,11 @@ fn id_token_claim_rules() {
     // The EdDSA form of the hash does not pass for an RS256 token.
     assert_eq!(
         check(
-            &with(base.clone(), "at_hash", json!(at_hash("at-1", Algorithm::EdDSA))),
+            &with(
+                base.clone(),
+                "at_hash",
+                json!(at_hash("at-1", Algorithm::EdDSA))
+            ),
             &wants_at
         ),
         Err(VerifyError::WrongAtHash)
@@ -620,13 +650,18 @@ fn logout_token_rules() {
     let base = payload_of(&token);
     let h = header(key, "logout+jwt");
     let v = logout_validation();
-    let check = |header: &Value, payload: &Value| fx.verify_logout(&forge(key, header, payload), &v);
+    let check =
+        |header: &Value, payload: &Value| fx.verify_logout(&forge(key, header, payload), &v);
 
     // The forged baseline passes, so each case below fails for its one reason.
     assert!(check(&h, &base).is_ok());
     assert!(check(&header(key, "application/logout+jwt"), &base).is_ok());
     for bad in ["JWT", "at+jwt", "logout-jwt", ""] {
-        assert_eq!(check(&header(key, bad), &base), Err(VerifyError::WrongType), "{bad}");
+        assert_eq!(
+            check(&header(key, bad), &base),
+            Err(VerifyError::WrongType),
+            "{bad}"
+        );
     }
     assert_eq!(
         check(&with(h.clone(), "alg", json!("EdDSA")), &base),

@@ -152,8 +152,12 @@ async fn jwks_mixing_ed25519_and_rsa_keys_still_verifies_access_tokens() {
     );
 
     // An ID token from that key (typ JWT) is no access token either.
-    let ring = KeyRing::with_signers(vec![fake.key(), rsa.clone()], fake.key().kid(), &[rsa.kid()])
-        .expect("ring");
+    let ring = KeyRing::with_signers(
+        vec![fake.key(), rsa.clone()],
+        fake.key().kid(),
+        &[rsa.kid()],
+    )
+    .expect("ring");
     let now = now();
     let id_token = ring
         .sign_id_token(
