@@ -169,5 +169,15 @@ mod tests {
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 64]).is_none());
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x02; 65]).is_none());
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 65]).is_some());
+        // RSA keys have their own constructor; n and e take no leading zero byte.
+        assert!(Jwk::from_public_key(Algorithm::RS256, "k", &[0x04; 65]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[0, 0xc1], &[1, 0, 1]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[0xc1], &[0, 1]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[], &[1, 0, 1]).is_none());
+        let rsa = Jwk::from_rsa_components("k", &[0xc1, 0x01], &[1, 0, 1]).expect("shape");
+        assert_eq!(
+            serde_json::to_value(&rsa).expect("json"),
+            serde_json::json!({"kty":"RSA","n":"wQE","e":"AQAB","kid":"k","alg":"RS256","use":"sig"})
+        );
     }
 }
