@@ -378,8 +378,8 @@ impl VerifyingKey {
     /// `kid`, coordinates of exactly 32 bytes, and every value in strict base64url. `kty`, `crv`
     /// and `alg` must agree and members of another key type are refused, so a key always fixes
     /// the one algorithm its tokens may use. A P-256 point that is not on the curve is refused;
-    /// an RSA modulus must have 2048 to 4096 bits and no leading zero byte, the exponent at most
-    /// 32 bits.
+    /// an RSA modulus must have 2048 to 4096 bits and no leading zero byte, the exponent be odd,
+    /// at least 3 and at most 32 bits.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
         let bad = |reason: &'static str| TokenError::InvalidJwk {
             kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
@@ -472,6 +472,11 @@ impl VerifyingKey {
         }
         if e.len() > 4 {
             return Err(bad("RSA exponent is longer than 32 bits"));
+        }
+        // An even exponent is no RSA key; e = 1 would make every "signature" the padded digest.
+        let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        if exponent < 3 || exponent % 2 == 0 {
+            return Err(bad("RSA exponent is not an odd number of at least 3"));
         }
         let verifier = RsaPublicKeyComponents { n: &n, e: &e }
             .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
@@ -846,6 +851,14 @@ mod tests {
             (
                 with(&|j| j.e = Some(b64(&[1, 0, 0, 0, 1]))),
                 "RSA exponent is longer than 32 bits",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1]))),
+                "RSA exponent is not an odd number of at least 3",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1, 0, 0]))),
+                "RSA exponent is not an odd number of at least 3",
             ),
             (
                 with(&|j| j.n = Some(b64(&[&[0][..], &n].concat()))),
