@@ -57,9 +57,11 @@ pub struct IdTokenClaims {
 pub struct IdTokenValidation {
     /// Exact `iss` required.
     pub issuer: String,
-    /// `aud` must be (or, as an array, contain) this client id; with several audiences `azp`
-    /// is required, and `azp`, when present, must be this client id.
-    pub client_id: String,
+    /// `Some`: `aud` must be (or, as an array, contain) this client id; with several audiences
+    /// `azp` is required, and `azp`, when present, must be this client id. `None`: any
+    /// audience (the first of an array is returned), for an `id_token_hint`, whose `aud` is
+    /// what names the client at RP-initiated logout.
+    pub client_id: Option<String>,
     /// `Some`: the token's `nonce` must be exactly this. `None`: `nonce` is not checked.
     pub nonce: Option<String>,
     /// `Some`: `at_hash` must be present and be [`at_hash`] of this access token (with the
@@ -79,7 +81,7 @@ impl IdTokenValidation {
     pub fn new(issuer: impl Into<String>, client_id: impl Into<String>, now: i64) -> Self {
         IdTokenValidation {
             issuer: issuer.into(),
-            client_id: client_id.into(),
+            client_id: Some(client_id.into()),
             nonce: None,
             access_token: None,
             leeway_secs: 0,
@@ -292,11 +294,13 @@ impl RawIdClaims {
             return Err(VerifyError::WrongIssuer);
         }
         let several_audiences = aud.len() > 1;
-        let aud = aud.select(Some(&validation.client_id))?;
-        match self.azp.as_deref() {
-            Some(azp) if azp != validation.client_id => return Err(VerifyError::WrongAudience),
-            None if several_audiences => return Err(VerifyError::MissingClaim("azp")),
-            _ => {}
+        let aud = aud.select(validation.client_id.as_deref())?;
+        if let Some(client_id) = &validation.client_id {
+            match self.azp.as_deref() {
+                Some(azp) if azp != client_id => return Err(VerifyError::WrongAudience),
+                None if several_audiences => return Err(VerifyError::MissingClaim("azp")),
+                _ => {}
+            }
         }
         let exp_checked = if validation.allow_expired {
             i64::MAX

@@ -450,6 +450,21 @@ fn id_token_claim_rules() {
         check(&with(base.clone(), "azp", json!("other")), &v),
         Err(VerifyError::WrongAudience)
     );
+    // No client required (an id_token_hint): the token's own audience comes back.
+    let any_client = IdTokenValidation {
+        client_id: None,
+        ..id_validation()
+    };
+    let got = check(
+        &with(base.clone(), "aud", json!("other-client")),
+        &any_client,
+    )
+    .expect("any audience");
+    assert_eq!(got.aud, "other-client");
+    assert_eq!(
+        check(&without(base.clone(), "aud"), &any_client),
+        Err(VerifyError::MissingClaim("aud"))
+    );
 
     // Lifetime, with the leeway; an expired hint is fine when asked for.
     let expired = with(base.clone(), "exp", json!(NOW - 1));
