@@ -72,6 +72,7 @@ fn bench_alg(c: &mut Criterion, alg: Algorithm, group_name: &str) {
                 let sign = move |m: &[u8]| pair.sign(&rng, m).expect("sign").as_ref().to_vec();
                 (Box::new(sign), public, &ECDSA_P256_SHA256_FIXED)
             }
+            Algorithm::RS256 => unreachable!("access tokens are EdDSA or ES256 only"),
         };
     let signature = raw_sign(&signing_input);
     let unparsed = UnparsedPublicKey::new(verify_alg, public.clone());

@@ -1,5 +1,5 @@
-//! Public keys as JSON Web Keys (RFC 7517), in the forms RFC 8037 (Ed25519) and
-//! RFC 7518 §6.2 (P-256) define, so any JOSE library can verify Latchkey's tokens.
+//! Public keys as JSON Web Keys (RFC 7517), in the forms RFC 8037 (Ed25519), RFC 7518 §6.2
+//! (P-256) and RFC 7518 §6.3 (RSA) define, so any JOSE library can verify Latchkey's tokens.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -9,16 +9,25 @@ use crate::key::Algorithm;
 /// One public key of the JWKS.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Jwk {
-    /// `OKP` for Ed25519, `EC` for P-256.
+    /// `OKP` for Ed25519, `EC` for P-256, `RSA` for RS256 keys.
     pub kty: String,
-    /// `Ed25519` or `P-256`.
+    /// `Ed25519` or `P-256`; empty (and not serialized) for RSA keys.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub crv: String,
     /// Ed25519: the raw 32-byte public key; P-256: the 32-byte big-endian x coordinate;
-    /// base64url without padding.
+    /// base64url without padding. Empty (and not serialized) for RSA keys.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub x: String,
     /// P-256 only: the 32-byte big-endian y coordinate, base64url without padding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub y: Option<String>,
+    /// RSA only: the modulus, big-endian without leading zero bytes, base64url without padding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// RSA only: the public exponent, big-endian without leading zero bytes, base64url without
+    /// padding (`AQAB` for 65537).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
     pub kid: String,
     /// `EdDSA` or `ES256`: pinned so that consumers never let a token choose the algorithm.
     pub alg: String,
@@ -35,7 +44,8 @@ pub struct JwkSet {
 
 impl Jwk {
     /// Builds the JWK from aws-lc-rs's public key bytes: 32 raw bytes for Ed25519, the
-    /// uncompressed SEC1 point `0x04 || x || y` for P-256. `None` if the bytes have another shape.
+    /// uncompressed SEC1 point `0x04 || x || y` for P-256. `None` if the bytes have another shape,
+    /// and for RSA (see [`Jwk::from_rsa_components`]).
     pub(crate) fn from_public_key(alg: Algorithm, kid: &str, public: &[u8]) -> Option<Jwk> {
         let (kty, crv, x, y) = match alg {
             Algorithm::EdDSA => {
@@ -51,14 +61,36 @@ impl Jwk {
                 }
                 _ => return None,
             },
+            Algorithm::RS256 => return None,
         };
         Some(Jwk {
             kty: kty.to_owned(),
             crv: crv.to_owned(),
             x: URL_SAFE_NO_PAD.encode(x),
             y: y.map(|y| URL_SAFE_NO_PAD.encode(y)),
+            n: None,
+            e: None,
             kid: kid.to_owned(),
             alg: alg.as_str().to_owned(),
+            use_: "sig".to_owned(),
+        })
+    }
+
+    /// An RS256 JWK from the modulus and exponent, big-endian without leading zeros
+    /// (RFC 7518 §6.3.1). `None` if either is empty or starts with a zero byte.
+    pub(crate) fn from_rsa_components(kid: &str, n: &[u8], e: &[u8]) -> Option<Jwk> {
+        if n.first().is_none_or(|b| *b == 0) || e.first().is_none_or(|b| *b == 0) {
+            return None;
+        }
+        Some(Jwk {
+            kty: "RSA".to_owned(),
+            crv: String::new(),
+            x: String::new(),
+            y: None,
+            n: Some(URL_SAFE_NO_PAD.encode(n)),
+            e: Some(URL_SAFE_NO_PAD.encode(e)),
+            kid: kid.to_owned(),
+            alg: Algorithm::RS256.as_str().to_owned(),
             use_: "sig".to_owned(),
         })
     }
@@ -195,5 +227,15 @@ mod tests {
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 64]).is_none());
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x02; 65]).is_none());
         assert!(Jwk::from_public_key(Algorithm::ES256, "k", &[0x04; 65]).is_some());
+        // RSA keys have their own constructor; n and e take no leading zero byte.
+        assert!(Jwk::from_public_key(Algorithm::RS256, "k", &[0x04; 65]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[0, 0xc1], &[1, 0, 1]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[0xc1], &[0, 1]).is_none());
+        assert!(Jwk::from_rsa_components("k", &[], &[1, 0, 1]).is_none());
+        let rsa = Jwk::from_rsa_components("k", &[0xc1, 0x01], &[1, 0, 1]).expect("shape");
+        assert_eq!(
+            serde_json::to_value(&rsa).expect("json"),
+            serde_json::json!({"kty":"RSA","n":"wQE","e":"AQAB","kid":"k","alg":"RS256","use":"sig"})
+        );
     }
 }

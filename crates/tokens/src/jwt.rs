@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, de::IgnoredAny};
 use crate::{
     error::{TokenError, VerifyError},
     jwk::JwkSet,
-    key::{MAX_KID_LEN, SigningKey, VerifyingKey},
+    key::{Algorithm, MAX_KID_LEN, SigningKey, VerifyingKey},
 };
 
 /// Longest token accepted (bytes); checked before any decoding so that oversized input costs
@@ -79,7 +79,9 @@ pub fn new_jti() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Every key that may have signed a live token, plus the one that signs new tokens.
+/// Every key that may have signed a live token (of any algorithm), plus the ones that sign new
+/// tokens: one key signs access tokens, and at most one key per algorithm signs ID and logout
+/// tokens ([`KeyRing::signing_key_for`]); the access-token key is the signer of its algorithm.
 ///
 /// Cheap to clone: the keys are shared.
 #[derive(Clone, Debug)]
@@ -90,31 +92,91 @@ pub struct KeyRing {
 #[derive(Debug)]
 struct RingInner {
     keys: Vec<SigningKey>,
-    /// Index into `keys`, checked in [`KeyRing::new`].
+    /// Index into `keys` of the access-token signer, checked in [`KeyRing::with_signers`].
     signing: usize,
+    /// Indexes into `keys` of the signer of each algorithm (`signing` among them), at most
+    /// one per algorithm.
+    signers: Vec<usize>,
 }
 
 impl KeyRing {
     /// `keys`: every key that may have signed a live token; `signing_kid`: the one that signs
-    /// new tokens. Fails if `signing_kid` is not among `keys` or if two keys share a `kid`.
+    /// new access tokens (EdDSA or ES256). Fails if `signing_kid` is not among `keys`, if it
+    /// is an RS256 key, or if two keys share a `kid`.
     pub fn new(keys: Vec<SigningKey>, signing_kid: &str) -> Result<Self, TokenError> {
+        Self::with_signers(keys, signing_kid, &[])
+    }
+
+    /// Like [`KeyRing::new`], with more signing keys for ID and logout tokens:
+    /// `other_signing_kids` names the current key of each further algorithm (e.g. the RS256
+    /// key when `[id_token] algorithm = "RS256"`). At most one signer per algorithm, counting
+    /// the access-token key (naming it again is allowed). Fails as `new` does, or if a kid is
+    /// not among `keys` ([`TokenError::SigningKeyNotInRing`]) or two signers share an
+    /// algorithm ([`TokenError::DuplicateSigner`]).
+    pub fn with_signers(
+        keys: Vec<SigningKey>,
+        access_token_kid: &str,
+        other_signing_kids: &[&str],
+    ) -> Result<Self, TokenError> {
         for (i, key) in keys.iter().enumerate() {
             if keys[..i].iter().any(|earlier| earlier.kid() == key.kid()) {
                 return Err(TokenError::DuplicateKeyId(key.kid().to_owned()));
             }
         }
-        let signing = keys
-            .iter()
-            .position(|key| key.kid() == signing_kid)
-            .ok_or_else(|| TokenError::SigningKeyNotInRing(signing_kid.to_owned()))?;
+        let position = |kid: &str| {
+            keys.iter()
+                .position(|key| key.kid() == kid)
+                .ok_or_else(|| TokenError::SigningKeyNotInRing(kid.to_owned()))
+        };
+        let signing = position(access_token_kid)?;
+        let access_alg = keys[signing].algorithm();
+        if !access_alg.signs_access_tokens() {
+            return Err(TokenError::NotForAccessTokens(access_alg));
+        }
+        let mut signers = vec![signing];
+        for kid in other_signing_kids {
+            let index = position(kid)?;
+            if signers.contains(&index) {
+                continue;
+            }
+            let alg = keys[index].algorithm();
+            if signers.iter().any(|&i| keys[i].algorithm() == alg) {
+                return Err(TokenError::DuplicateSigner(alg));
+            }
+            signers.push(index);
+        }
         Ok(KeyRing {
-            inner: Arc::new(RingInner { keys, signing }),
+            inner: Arc::new(RingInner {
+                keys,
+                signing,
+                signers,
+            }),
         })
     }
 
-    /// The key that signs new tokens.
+    /// The key that signs new access tokens.
     pub fn signing_key(&self) -> &SigningKey {
         &self.inner.keys[self.inner.signing]
+    }
+
+    /// The key that signs new ID and logout tokens with `alg`, if the ring has one: the
+    /// access-token key for its own algorithm, else the one given to [`KeyRing::with_signers`].
+    pub fn signing_key_for(&self, alg: Algorithm) -> Option<&SigningKey> {
+        self.inner
+            .signers
+            .iter()
+            .map(|&i| &self.inner.keys[i])
+            .find(|key| key.algorithm() == alg)
+    }
+
+    /// The algorithms this ring can sign ID and logout tokens with (for discovery's
+    /// `id_token_signing_alg_values_supported`).
+    pub fn signing_algorithms(&self) -> Vec<Algorithm> {
+        self.inner
+            .signers
+            .iter()
+            .map(|&i| self.inner.keys[i].algorithm())
+            .collect()
     }
 
     pub fn keys(&self) -> &[SigningKey] {
@@ -131,19 +193,7 @@ impl KeyRing {
     /// Signs `claims` with the signing key; header `{"alg","typ":"at+jwt","kid"}`.
     pub fn sign(&self, claims: &AccessTokenClaims) -> Result<String, TokenError> {
         let key = self.signing_key();
-        let payload = serde_json::to_vec(claims)?;
-        let header = key.header_b64();
-        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 96);
-        token.push_str(header);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = key.sign_raw(token.as_bytes())?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::TokenTooLong(token.len()));
-        }
-        Ok(token)
+        sign_jws(key, key.header_b64(), claims)
     }
 
     /// The public keys of the whole ring, as a verification-only set.
@@ -168,14 +218,38 @@ impl KeyRing {
         token: &str,
         validation: &Validation,
     ) -> Result<AccessTokenClaims, VerifyError> {
-        verify_token(token, validation, |kid| {
-            self.inner
-                .keys
-                .iter()
-                .find(|key| key.kid() == kid)
-                .map(SigningKey::verifying_key_ref)
-        })
+        verify_token(token, validation, |kid| self.find_key(kid))
     }
+
+    /// The public half of the ring's key with this `kid`, compared exactly.
+    pub(crate) fn find_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.inner
+            .keys
+            .iter()
+            .find(|key| key.kid() == kid)
+            .map(SigningKey::verifying_key_ref)
+    }
+}
+
+/// A compact JWS: `header_b64` (already encoded), the JSON of `claims`, and `key`'s signature.
+pub(crate) fn sign_jws(
+    key: &SigningKey,
+    header_b64: &str,
+    claims: &impl Serialize,
+) -> Result<String, TokenError> {
+    let payload = serde_json::to_vec(claims)?;
+    // An RS256 signature is 342 characters in base64url; the others are 86.
+    let mut token = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 352);
+    token.push_str(header_b64);
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+    let signature = key.sign_raw(token.as_bytes())?;
+    token.push('.');
+    URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TokenTooLong(token.len()));
+    }
+    Ok(token)
 }
 
 /// Verification-only public keys, e.g. read from Latchkey's published JWKS by a resource
@@ -240,13 +314,58 @@ impl PublicKeySet {
     }
 }
 
-/// The verification shared by [`KeyRing`] and [`PublicKeySet`]; `find_key` looks a `kid` up
-/// among the caller's own keys (and does nothing else with it).
+/// The access-token verification shared by [`KeyRing`] and [`PublicKeySet`]; `find_key` looks
+/// a `kid` up among the caller's own keys (and does nothing else with it).
 fn verify_token<'k>(
     token: &str,
     validation: &Validation,
     find_key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
 ) -> Result<AccessTokenClaims, VerifyError> {
+    let (_, payload) = verify_jws(token, TokenKind::Access, find_key)?;
+    let claims: RawClaims = parse_json_object(&payload)?;
+    claims.validate(validation)
+}
+
+/// The kinds of JWT Latchkey signs; each has its own `typ`, so that none is accepted as another.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TokenKind {
+    /// RFC 9068 access token, `typ: at+jwt`; EdDSA or ES256 keys only.
+    Access,
+    /// OIDC ID token, `typ: JWT`.
+    Id,
+    /// OIDC Back-Channel Logout token, `typ: logout+jwt`.
+    Logout,
+}
+
+impl TokenKind {
+    /// The `typ` this service puts in the header.
+    pub(crate) const fn typ(self) -> &'static str {
+        match self {
+            TokenKind::Access => ACCESS_TOKEN_TYP,
+            TokenKind::Id => "JWT",
+            TokenKind::Logout => "logout+jwt",
+        }
+    }
+
+    /// `typ` as presented: the short form or the full media type (RFC 7515 §4.1.9), compared
+    /// case-insensitively as media types are.
+    fn accepts_typ(self, typ: &str) -> bool {
+        let full = match self {
+            TokenKind::Access => ACCESS_TOKEN_MEDIA_TYPE,
+            TokenKind::Id => "application/jwt",
+            TokenKind::Logout => "application/logout+jwt",
+        };
+        typ.eq_ignore_ascii_case(self.typ()) || typ.eq_ignore_ascii_case(full)
+    }
+}
+
+/// Checks everything up to and including the signature; returns the key that signed and the
+/// decoded payload (not yet parsed).
+pub(crate) fn verify_jws<'k>(
+    token: &str,
+    kind: TokenKind,
+    find_key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
+) -> Result<(&'k VerifyingKey, Vec<u8>), VerifyError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(VerifyError::TooLong);
     }
@@ -265,7 +384,7 @@ fn verify_token<'k>(
     }
 
     let header: RawHeader = parse_json_object(&decode_segment(header_b64)?)?;
-    let key = check_header(&header, find_key)?;
+    let key = check_header(&header, kind, find_key)?;
 
     let signature = decode_segment(signature_b64)?;
     // The signing input is the token up to the second dot, exactly as received.
@@ -274,13 +393,13 @@ fn verify_token<'k>(
         return Err(VerifyError::BadSignature);
     }
 
-    let claims: RawClaims = parse_json_object(&decode_segment(payload_b64)?)?;
-    claims.validate(validation)
+    Ok((key, decode_segment(payload_b64)?))
 }
 
 /// Header rules that apply before the signature is checked; returns the key to check it with.
 fn check_header<'k>(
     header: &RawHeader,
+    kind: TokenKind,
     find_key: impl FnOnce(&str) -> Option<&'k VerifyingKey>,
 ) -> Result<&'k VerifyingKey, VerifyError> {
     // Parameters that would let the token bring or point to its own key, or demand
@@ -297,9 +416,7 @@ fn check_header<'k>(
         }
     }
     match header.typ.as_deref() {
-        Some(typ)
-            if typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
-                || typ.eq_ignore_ascii_case(ACCESS_TOKEN_MEDIA_TYPE) => {}
+        Some(typ) if kind.accepts_typ(typ) => {}
         _ => return Err(VerifyError::WrongType),
     }
     let kid = match header.kid.as_deref() {
@@ -309,6 +426,10 @@ fn check_header<'k>(
     // The kid is only ever compared with the caller's own ids.
     let key = find_key(kid).ok_or(VerifyError::UnknownKey)?;
     if header.alg.as_deref() != Some(key.algorithm().as_str()) {
+        return Err(VerifyError::WrongAlgorithm);
+    }
+    // RS256 keys sign ID and logout tokens only: an access token naming one is never genuine.
+    if kind == TokenKind::Access && !key.algorithm().signs_access_tokens() {
         return Err(VerifyError::WrongAlgorithm);
     }
     Ok(key)
@@ -323,7 +444,9 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, VerifyError> {
 
 /// Parses a JSON object. The first byte is checked because serde's derived structs would also
 /// accept a JSON array, matching fields by position.
-fn parse_json_object<T: for<'de> Deserialize<'de>>(json: &[u8]) -> Result<T, VerifyError> {
+pub(crate) fn parse_json_object<T: for<'de> Deserialize<'de>>(
+    json: &[u8],
+) -> Result<T, VerifyError> {
     if json.first() != Some(&b'{') {
         return Err(VerifyError::Malformed);
     }
@@ -377,17 +500,20 @@ struct RawClaims {
 /// RFC 7519 §4.1.3: a single string or an array of strings.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
-fn required<T>(value: Option<T>, name: &'static str) -> Result<T, VerifyError> {
+pub(crate) fn required<T>(value: Option<T>, name: &'static str) -> Result<T, VerifyError> {
     value.ok_or(VerifyError::MissingClaim(name))
 }
 
 /// Like [`required`], for identifiers where an empty string is as good as absent.
-fn required_id(value: Option<String>, name: &'static str) -> Result<String, VerifyError> {
+pub(crate) fn required_id(
+    value: Option<String>,
+    name: &'static str,
+) -> Result<String, VerifyError> {
     value
         .filter(|v| !v.is_empty())
         .ok_or(VerifyError::MissingClaim(name))
@@ -409,25 +535,8 @@ impl RawClaims {
         if iss != validation.issuer {
             return Err(VerifyError::WrongIssuer);
         }
-        let aud = match (aud, &validation.audience) {
-            (Audience::One(aud), Some(want)) if aud == *want => aud,
-            (Audience::Many(auds), Some(want)) if auds.contains(want) => want.clone(),
-            (_, Some(_)) => return Err(VerifyError::WrongAudience),
-            (Audience::One(aud), None) => aud,
-            (Audience::Many(auds), None) => auds
-                .into_iter()
-                .next()
-                .ok_or(VerifyError::MissingClaim("aud"))?,
-        };
-
-        let leeway = i64::try_from(validation.leeway_secs).unwrap_or(i64::MAX);
-        if exp <= validation.now.saturating_sub(leeway) {
-            return Err(VerifyError::Expired);
-        }
-        let latest_start = validation.now.saturating_add(leeway);
-        if nbf > latest_start || iat > latest_start {
-            return Err(VerifyError::NotYetValid);
-        }
+        let aud = aud.select(validation.audience.as_deref())?;
+        check_lifetime(exp, nbf, iat, validation.now, validation.leeway_secs)?;
 
         Ok(AccessTokenClaims {
             iss,
@@ -442,6 +551,52 @@ impl RawClaims {
             sid,
         })
     }
+}
+
+impl Audience {
+    /// The audience that matched `want` (which a single or array `aud` must contain), or with
+    /// no requirement the first one.
+    pub(crate) fn select(self, want: Option<&str>) -> Result<String, VerifyError> {
+        match (self, want) {
+            (Audience::One(aud), Some(want)) if aud == want => Ok(aud),
+            (Audience::Many(auds), Some(want)) if auds.iter().any(|a| a == want) => {
+                Ok(want.to_owned())
+            }
+            (_, Some(_)) => Err(VerifyError::WrongAudience),
+            (Audience::One(aud), None) => Ok(aud),
+            (Audience::Many(auds), None) => auds
+                .into_iter()
+                .next()
+                .ok_or(VerifyError::MissingClaim("aud")),
+        }
+    }
+
+    /// How many audiences the claim names.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Audience::One(_) => 1,
+            Audience::Many(auds) => auds.len(),
+        }
+    }
+}
+
+/// `exp` must be after `now - leeway`; `nbf` and `iat` not after `now + leeway`.
+pub(crate) fn check_lifetime(
+    exp: i64,
+    nbf: i64,
+    iat: i64,
+    now: i64,
+    leeway_secs: u64,
+) -> Result<(), VerifyError> {
+    let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
+    if exp <= now.saturating_sub(leeway) {
+        return Err(VerifyError::Expired);
+    }
+    let latest_start = now.saturating_add(leeway);
+    if nbf > latest_start || iat > latest_start {
+        return Err(VerifyError::NotYetValid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 use std::{fmt, str::FromStr, sync::Arc};
 
 use aws_lc_rs::{
+    encoding::AsDer as _,
     rand::{self, SystemRandom},
+    rsa::KeySize,
     signature::{
         ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
-        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, Signature, VerificationAlgorithm,
+        Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256,
+        RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents, Signature, VerificationAlgorithm,
     },
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -26,8 +29,12 @@ use crate::{
 /// Longest `kid` accepted, both when loading a key and in a presented token's header.
 pub const MAX_KID_LEN: usize = 128;
 
-/// The asymmetric JWS algorithms Latchkey signs access tokens with (RFC 9068 forbids `none`,
-/// and this service never uses shared-secret HMAC).
+/// The asymmetric JWS algorithms Latchkey signs with (RFC 9068 forbids `none`, and this
+/// service never uses shared-secret HMAC).
+///
+/// Access tokens use EdDSA or ES256 only ([`Algorithm::signs_access_tokens`]); ID tokens and
+/// logout tokens may use any of the three (RS256 is the OIDC default that every relying party
+/// supports).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum Algorithm {
     /// Ed25519 (RFC 8037). The default: small keys, fast, deterministic signatures.
@@ -35,24 +42,38 @@ pub enum Algorithm {
     EdDSA,
     /// ECDSA on P-256 with SHA-256 (RFC 7518 §3.4), for consumers without Ed25519 support.
     ES256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3), 2048-bit keys: the algorithm OIDC
+    /// requires every provider to offer for ID tokens. Never used for access tokens.
+    RS256,
 }
 
 impl Algorithm {
     /// Every supported algorithm.
-    pub const ALL: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
+    pub const ALL: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+
+    /// The algorithms access tokens may be signed (and verified) with.
+    pub const ACCESS_TOKEN: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::ES256];
 
     /// The JOSE `alg` name.
     pub const fn as_str(self) -> &'static str {
         match self {
             Algorithm::EdDSA => "EdDSA",
             Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
         }
+    }
+
+    /// Whether access tokens may use this algorithm: EdDSA and ES256 only. An access token
+    /// whose `kid` names an RS256 key is refused, since Latchkey never signs one with it.
+    pub const fn signs_access_tokens(self) -> bool {
+        matches!(self, Algorithm::EdDSA | Algorithm::ES256)
     }
 
     fn verification_algorithm(self) -> &'static dyn VerificationAlgorithm {
         match self {
             Algorithm::EdDSA => &ED25519,
             Algorithm::ES256 => &ECDSA_P256_SHA256_FIXED,
+            Algorithm::RS256 => &RSA_PKCS1_2048_8192_SHA256,
         }
     }
 }
@@ -92,6 +113,7 @@ impl<'de> Deserialize<'de> for Algorithm {
 enum Signer {
     Ed25519(Ed25519KeyPair),
     Es256(EcdsaKeyPair),
+    Rs256(RsaKeyPair),
 }
 
 struct Inner {
@@ -119,10 +141,12 @@ impl SigningKey {
     pub fn generate(alg: Algorithm, created_at: OffsetDateTime) -> Result<Self, TokenError> {
         let rng = SystemRandom::new();
         let pkcs8 = match alg {
-            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng),
+            Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng).map(zeroizing_copy),
             Algorithm::ES256 => {
                 EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map(zeroizing_copy)
             }
+            Algorithm::RS256 => generate_rsa_pkcs8(),
         }
         .map_err(|_| TokenError::KeyGeneration)?;
         let mut kid_bytes = [0u8; 16];
@@ -159,11 +183,33 @@ impl SigningKey {
                 let public = pair.public_key().as_ref().to_vec();
                 (Signer::Es256(pair), public)
             }
+            Algorithm::RS256 => {
+                let pair = RsaKeyPair::from_pkcs8(private_pkcs8_der).map_err(bad_key)?;
+                let bits = pair.public_modulus_len() * 8;
+                if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+                    return Err(TokenError::InvalidPrivateKey(alg));
+                }
+                // RFC 8017 `RSAPublicKey` DER (SEQUENCE { n, e }), which is also what
+                // `ParsedPublicKey` takes for RSA.
+                let public = pair.public_key().as_ref().to_vec();
+                (Signer::Rs256(pair), public)
+            }
         };
         let verifier =
             ParsedPublicKey::new(alg.verification_algorithm(), &public).map_err(bad_key)?;
-        let jwk =
-            Jwk::from_public_key(alg, &kid, &public).ok_or(TokenError::InvalidPrivateKey(alg))?;
+        let jwk = match &signer {
+            Signer::Rs256(pair) => Jwk::from_rsa_components(
+                &kid,
+                pair.public_key()
+                    .modulus()
+                    .big_endian_without_leading_zero(),
+                pair.public_key()
+                    .exponent()
+                    .big_endian_without_leading_zero(),
+            ),
+            _ => Jwk::from_public_key(alg, &kid, &public),
+        }
+        .ok_or(TokenError::InvalidPrivateKey(alg))?;
         let header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&JwsHeader {
             alg: alg.as_str(),
             typ: crate::jwt::ACCESS_TOKEN_TYP,
@@ -219,17 +265,38 @@ impl SigningKey {
         &self.inner.public
     }
 
-    /// base64url of the protected header this key puts on every token.
+    /// base64url of the protected header this key puts on every access token.
     pub(crate) fn header_b64(&self) -> &str {
         &self.inner.header_b64
     }
 
+    /// base64url of `{"alg","typ","kid"}` with another `typ` (ID and logout tokens).
+    pub(crate) fn header_b64_with_typ(&self, typ: &str) -> Result<String, TokenError> {
+        Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(&JwsHeader {
+            alg: self.algorithm().as_str(),
+            typ,
+            kid: self.kid(),
+        })?))
+    }
+
     /// Signs `message` (the JWS signing input). ES256 signatures are the fixed 64-byte `r || s`
-    /// form that JWS requires, not DER.
-    pub(crate) fn sign_raw(&self, message: &[u8]) -> Result<Signature, TokenError> {
+    /// form that JWS requires, not DER; RS256 signatures are as long as the modulus.
+    pub(crate) fn sign_raw(&self, message: &[u8]) -> Result<RawSignature, TokenError> {
         match &self.inner.signer {
-            Signer::Ed25519(pair) => pair.try_sign(message),
-            Signer::Es256(pair) => pair.sign(&SystemRandom::new(), message),
+            Signer::Ed25519(pair) => pair.try_sign(message).map(RawSignature::Fixed),
+            Signer::Es256(pair) => pair
+                .sign(&SystemRandom::new(), message)
+                .map(RawSignature::Fixed),
+            Signer::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut signature,
+                )
+                .map(|()| RawSignature::Rsa(signature))
+            }
         }
         .map_err(|_| TokenError::Signing)
     }
@@ -251,6 +318,41 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// A signature as the cryptographic library returns it. Short-lived, on the stack: boxing the
+/// fixed-size form (aws-lc-rs sizes it for its largest algorithm) would cost every access token
+/// an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum RawSignature {
+    Fixed(Signature),
+    Rsa(Vec<u8>),
+}
+
+impl AsRef<[u8]> for RawSignature {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            RawSignature::Fixed(signature) => signature.as_ref(),
+            RawSignature::Rsa(signature) => signature,
+        }
+    }
+}
+
+/// Smallest RSA modulus accepted (bits), for stored keys and published JWKs alike.
+const RSA_MIN_BITS: usize = 2048;
+/// Largest RSA modulus accepted (bits): Latchkey generates 2048-bit keys; this bounds the cost
+/// of a key read from a JWKS.
+const RSA_MAX_BITS: usize = 4096;
+
+/// A fresh 2048-bit RSA key as PKCS#8 v1 DER (RSA keys have no v2 form).
+fn generate_rsa_pkcs8() -> Result<Zeroizing<Vec<u8>>, aws_lc_rs::error::Unspecified> {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048)?;
+    Ok(zeroizing_copy(&*pair.as_der()?))
+}
+
+/// The generated PKCS#8 bytes, in a buffer that is wiped on drop.
+fn zeroizing_copy(pkcs8: impl AsRef<[u8]>) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(pkcs8.as_ref().to_vec())
+}
+
 struct VerifyingInner {
     kid: String,
     alg: Algorithm,
@@ -269,12 +371,15 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// Reads one published JWK. Only the two forms Latchkey publishes are accepted:
-    /// `{"kty":"OKP","crv":"Ed25519","alg":"EdDSA"}` (RFC 8037) and
-    /// `{"kty":"EC","crv":"P-256","alg":"ES256"}` (RFC 7518 §6.2), with `use: "sig"`,
-    /// a valid `kid`, and coordinates of exactly 32 bytes in strict base64url. `kty`, `crv` and
-    /// `alg` must agree, so a key always fixes the one algorithm its tokens may use.
-    /// A P-256 point that is not on the curve is refused.
+    /// Reads one published JWK. Only the three forms Latchkey publishes are accepted:
+    /// `{"kty":"OKP","crv":"Ed25519","alg":"EdDSA"}` (RFC 8037),
+    /// `{"kty":"EC","crv":"P-256","alg":"ES256"}` (RFC 7518 §6.2) and
+    /// `{"kty":"RSA","alg":"RS256","n","e"}` (RFC 7518 §6.3.1), with `use: "sig"`, a valid
+    /// `kid`, coordinates of exactly 32 bytes, and every value in strict base64url. `kty`, `crv`
+    /// and `alg` must agree and members of another key type are refused, so a key always fixes
+    /// the one algorithm its tokens may use. A P-256 point that is not on the curve is refused;
+    /// an RSA modulus must have 2048 to 4096 bits and no leading zero byte, the exponent be odd,
+    /// at least 3 and at most 32 bits.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, TokenError> {
         let bad = |reason: &'static str| TokenError::InvalidJwk {
             kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
@@ -295,7 +400,11 @@ impl VerifyingKey {
                 .map_err(|_| bad("coordinate is not base64url"))?;
             <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| bad("coordinate is not 32 bytes"))
         };
+        if alg != Algorithm::RS256 && (jwk.n.is_some() || jwk.e.is_some()) {
+            return Err(bad("unexpected RSA member"));
+        }
         let public = match alg {
+            Algorithm::RS256 => return Self::from_rsa_jwk(jwk, alg),
             Algorithm::EdDSA => {
                 if jwk.kty != "OKP" || jwk.crv != "Ed25519" {
                     return Err(bad("\"kty\"/\"crv\" do not match \"alg\""));
@@ -321,6 +430,58 @@ impl VerifyingKey {
             .map_err(|_| bad("not a valid public key"))?;
         // Normalised from the parsed bytes, so `jwk()` shows exactly what is checked.
         let jwk = Jwk::from_public_key(alg, &jwk.kid, &public)
+            .ok_or_else(|| bad("not a valid public key"))?;
+        Ok(VerifyingKey {
+            inner: Arc::new(VerifyingInner {
+                kid: jwk.kid.clone(),
+                alg,
+                verifier,
+                jwk,
+            }),
+        })
+    }
+
+    /// The RS256 part of [`VerifyingKey::from_jwk`], after the `kid`, `use` and `alg` checks.
+    fn from_rsa_jwk(jwk: &Jwk, alg: Algorithm) -> Result<Self, TokenError> {
+        let bad = |reason: &'static str| TokenError::InvalidJwk {
+            kid: jwk.kid.chars().take(MAX_KID_LEN).collect(),
+            reason,
+        };
+        if jwk.kty != "RSA" {
+            return Err(bad("\"kty\" does not match \"alg\""));
+        }
+        if !jwk.crv.is_empty() || !jwk.x.is_empty() || jwk.y.is_some() {
+            return Err(bad("unexpected \"crv\", \"x\" or \"y\" in an RSA key"));
+        }
+        let component = |value: Option<&str>, name: &'static str| -> Result<Vec<u8>, TokenError> {
+            let value = value.ok_or_else(|| bad(name))?;
+            let bytes = URL_SAFE_NO_PAD
+                .decode(value)
+                .map_err(|_| bad("RSA member is not base64url"))?;
+            // RFC 7518 §6.3.1: the minimum number of octets, so no leading zero byte.
+            match bytes.first() {
+                Some(first) if *first != 0 => Ok(bytes),
+                _ => Err(bad("RSA member is empty or has a leading zero byte")),
+            }
+        };
+        let n = component(jwk.n.as_deref(), "missing \"n\"")?;
+        let e = component(jwk.e.as_deref(), "missing \"e\"")?;
+        let bits = n.len() * 8 - n.first().map_or(0, |b| b.leading_zeros() as usize);
+        if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+            return Err(bad("RSA modulus is not 2048 to 4096 bits"));
+        }
+        if e.len() > 4 {
+            return Err(bad("RSA exponent is longer than 32 bits"));
+        }
+        // An even exponent is no RSA key; e = 1 would make every "signature" the padded digest.
+        let exponent = e.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        if exponent < 3 || exponent % 2 == 0 {
+            return Err(bad("RSA exponent is not an odd number of at least 3"));
+        }
+        let verifier = RsaPublicKeyComponents { n: &n, e: &e }
+            .to_parsed_public_key(&RSA_PKCS1_2048_8192_SHA256)
+            .map_err(|_| bad("not a valid public key"))?;
+        let jwk = Jwk::from_rsa_components(&jwk.kid, &n, &e)
             .ok_or_else(|| bad("not a valid public key"))?;
         Ok(VerifyingKey {
             inner: Arc::new(VerifyingInner {
@@ -366,7 +527,7 @@ impl fmt::Debug for VerifyingKey {
 #[derive(Serialize)]
 struct JwsHeader<'a> {
     alg: &'static str,
-    typ: &'static str,
+    typ: &'a str,
     kid: &'a str,
 }
 
@@ -399,18 +560,35 @@ mod tests {
 
     #[test]
     fn algorithm_parse_error_lists_accepted_values() {
-        for bad in ["eddsa", "HS256", "none", "RS256", ""] {
+        for bad in ["eddsa", "HS256", "none", "rs256", "PS256", "RS384", ""] {
             let err = bad.parse::<Algorithm>().expect_err("must be refused");
             let msg = err.to_string();
-            assert!(msg.contains("EdDSA") && msg.contains("ES256"), "{msg}");
+            assert!(
+                msg.contains("EdDSA") && msg.contains("ES256") && msg.contains("RS256"),
+                "{msg}"
+            );
             let serde_err = serde_json::from_str::<Algorithm>(&format!("\"{bad}\""))
                 .expect_err("must be refused");
             assert!(
                 serde_err
                     .to_string()
-                    .contains("expected \"EdDSA\" or \"ES256\"")
+                    .contains("expected \"EdDSA\", \"ES256\" or \"RS256\"")
             );
         }
+        assert_eq!("RS256".parse::<Algorithm>(), Ok(Algorithm::RS256));
+    }
+
+    #[test]
+    fn only_eddsa_and_es256_sign_access_tokens() {
+        assert!(Algorithm::EdDSA.signs_access_tokens());
+        assert!(Algorithm::ES256.signs_access_tokens());
+        assert!(!Algorithm::RS256.signs_access_tokens());
+        assert!(
+            Algorithm::ACCESS_TOKEN
+                .iter()
+                .all(|alg| alg.signs_access_tokens())
+        );
+        assert_eq!(Algorithm::ALL.len(), 3);
     }
 
     #[test]
@@ -454,17 +632,29 @@ mod tests {
 
     #[test]
     fn from_stored_refuses_wrong_algorithm_and_garbage() {
-        let ed = SigningKey::generate(Algorithm::EdDSA, now()).expect("generate");
-        let ec = SigningKey::generate(Algorithm::ES256, now()).expect("generate");
         let load = |alg, der: &[u8]| SigningKey::from_stored("k1".into(), alg, der, now());
-        assert!(matches!(
-            load(Algorithm::ES256, ed.private_pkcs8_der()),
-            Err(TokenError::InvalidPrivateKey(Algorithm::ES256))
-        ));
-        assert!(matches!(
-            load(Algorithm::EdDSA, ec.private_pkcs8_der()),
-            Err(TokenError::InvalidPrivateKey(Algorithm::EdDSA))
-        ));
+        let keys: Vec<SigningKey> = Algorithm::ALL
+            .into_iter()
+            .map(|alg| SigningKey::generate(alg, now()).expect("generate"))
+            .collect();
+        // Every key stored under every other algorithm: refused, so a mix-up in the store can
+        // never change what a kid stands for.
+        for key in &keys {
+            for alg in Algorithm::ALL {
+                if alg == key.algorithm() {
+                    assert!(load(alg, key.private_pkcs8_der()).is_ok());
+                } else {
+                    assert!(
+                        matches!(
+                            load(alg, key.private_pkcs8_der()),
+                            Err(TokenError::InvalidPrivateKey(a)) if a == alg
+                        ),
+                        "{} key loaded as {alg}",
+                        key.algorithm()
+                    );
+                }
+            }
+        }
         for alg in Algorithm::ALL {
             assert!(matches!(
                 load(alg, b"not a key"),
@@ -542,6 +732,166 @@ mod tests {
             assert!(!public.verify_raw(b"messagf", sig.as_ref()));
             let debug = format!("{public:?}");
             assert!(debug.contains(key.kid()) && debug.contains("VerifyingKey"));
+        }
+    }
+
+    #[test]
+    fn rsa_key_is_2048_bits_and_signs_rs256() {
+        let key = SigningKey::generate(Algorithm::RS256, now()).expect("generate");
+        let jwk = key.public_jwk();
+        let json = serde_json::to_value(&jwk).expect("json");
+        let mut names: Vec<_> = json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "e", "kid", "kty", "n", "use"]);
+        assert_eq!(json["kty"], "RSA");
+        assert_eq!(json["alg"], "RS256");
+        assert_eq!(json["use"], "sig");
+        assert_eq!(json["e"], "AQAB");
+        let n = URL_SAFE_NO_PAD
+            .decode(jwk.n.as_deref().expect("n"))
+            .expect("b64");
+        assert_eq!(n.len(), 256);
+        assert!(n[0] & 0x80 != 0, "a full 2048-bit modulus");
+
+        // PKCS#8 DER, reloadable; signatures are modulus-sized and deterministic (PKCS#1 v1.5).
+        let loaded = SigningKey::from_stored(
+            key.kid().to_owned(),
+            Algorithm::RS256,
+            key.private_pkcs8_der(),
+            key.created_at(),
+        )
+        .expect("load");
+        assert_eq!(loaded.public_jwk(), jwk);
+        let sig = loaded.sign_raw(b"message").expect("sign");
+        assert_eq!(sig.as_ref().len(), 256);
+        assert_eq!(
+            key.sign_raw(b"message").expect("sign").as_ref(),
+            sig.as_ref()
+        );
+        assert!(key.verify_raw(b"message", sig.as_ref()));
+        assert!(!key.verify_raw(b"messagf", sig.as_ref()));
+
+        // The same check with aws-lc-rs alone, from n and e: RSASSA-PKCS1-v1_5 with SHA-256.
+        let e = URL_SAFE_NO_PAD.decode("AQAB").expect("b64");
+        let components = RsaPublicKeyComponents { n: &n, e: &e };
+        assert!(
+            components
+                .verify(&RSA_PKCS1_2048_8192_SHA256, b"message", sig.as_ref())
+                .is_ok()
+        );
+        assert!(
+            components
+                .verify(
+                    &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+                    b"message",
+                    sig.as_ref()
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rsa_jwk_edge_cases() {
+        let key = SigningKey::generate(Algorithm::RS256, now()).expect("generate");
+        let rsa = key.public_jwk();
+        let n = URL_SAFE_NO_PAD
+            .decode(rsa.n.as_deref().expect("n"))
+            .expect("b64");
+        let reason = |jwk: &Jwk| match VerifyingKey::from_jwk(jwk) {
+            Err(TokenError::InvalidJwk { reason, .. }) => reason,
+            other => panic!("expected InvalidJwk, got {other:?}"),
+        };
+        let with = |f: &dyn Fn(&mut Jwk)| {
+            let mut jwk = rsa.clone();
+            f(&mut jwk);
+            jwk
+        };
+        // The published key itself is usable and checks what the private key signs.
+        let public = VerifyingKey::from_jwk(&rsa).expect("usable");
+        assert_eq!(public.algorithm(), Algorithm::RS256);
+        assert!(public.verify_raw(b"m", key.sign_raw(b"m").expect("sign").as_ref()));
+
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let cases: Vec<(Jwk, &str)> = vec![
+            (
+                with(&|j| j.kty = "EC".into()),
+                "\"kty\" does not match \"alg\"",
+            ),
+            (
+                with(&|j| j.kty = "OKP".into()),
+                "\"kty\" does not match \"alg\"",
+            ),
+            (with(&|j| j.n = None), "missing \"n\""),
+            (with(&|j| j.e = None), "missing \"e\""),
+            (
+                with(&|j| j.crv = "P-256".into()),
+                "unexpected \"crv\", \"x\" or \"y\" in an RSA key",
+            ),
+            (
+                with(&|j| j.x = "AAAA".into()),
+                "unexpected \"crv\", \"x\" or \"y\" in an RSA key",
+            ),
+            (
+                with(&|j| j.e = Some(String::new())),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            (
+                with(&|j| j.e = Some("AAEAAQ".into())),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            (
+                with(&|j| j.e = Some("AQAB=".into())),
+                "RSA member is not base64url",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1, 0, 0, 0, 1]))),
+                "RSA exponent is longer than 32 bits",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1]))),
+                "RSA exponent is not an odd number of at least 3",
+            ),
+            (
+                with(&|j| j.e = Some(b64(&[1, 0, 0]))),
+                "RSA exponent is not an odd number of at least 3",
+            ),
+            (
+                with(&|j| j.n = Some(b64(&[&[0][..], &n].concat()))),
+                "RSA member is empty or has a leading zero byte",
+            ),
+            // 2040 bits, 8192 bits: out of range (the latter is refused before any parsing).
+            (
+                with(&|j| j.n = Some(b64(&n[1..]))),
+                "RSA modulus is not 2048 to 4096 bits",
+            ),
+            (
+                with(&|j| j.n = Some(b64(&[0xff; 1024]))),
+                "RSA modulus is not 2048 to 4096 bits",
+            ),
+        ];
+        for (jwk, want) in cases {
+            assert_eq!(reason(&jwk), want, "{jwk:?}");
+        }
+        // 2047 bits (top bit clear) is one bit short.
+        let mut short = n.clone();
+        short[0] = 0x7f;
+        assert_eq!(
+            reason(&with(&|j| j.n = Some(b64(&short)))),
+            "RSA modulus is not 2048 to 4096 bits"
+        );
+        // RSA members on an Ed25519 or P-256 key are refused too.
+        for alg in Algorithm::ACCESS_TOKEN {
+            let mut jwk = SigningKey::generate(alg, now())
+                .expect("generate")
+                .public_jwk();
+            jwk.n = rsa.n.clone();
+            jwk.e = rsa.e.clone();
+            assert_eq!(reason(&jwk), "unexpected RSA member");
         }
     }
 

@@ -3,6 +3,11 @@
 //! Lenient per key, strict per set: a key this crate cannot use (another key type, a future
 //! algorithm) is skipped with a warning rather than taking every other key down with it; a
 //! `kid` that appears twice is dropped entirely, since either key could be the impostor.
+//!
+//! Latchkey's RS256 keys (they sign OpenID Connect ID tokens) are read like the others, so that
+//! an access token naming one is refused at once as `WrongAlgorithm` (access tokens are EdDSA or
+//! ES256 only) instead of sending the verifier to re-read the JWKS for an "unknown" kid. The set
+//! must hold at least one EdDSA or ES256 key, since only those can sign access tokens.
 
 use latchkey_tokens::{Jwk, PublicKeySet, VerifyingKey};
 use serde::Deserialize;
@@ -45,7 +50,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<PublicKeySet, String> {
         tracing::warn!(kids = ?duplicated, "JWKS names a kid more than once; ignoring those keys");
         keys.retain(|k| !duplicated.iter().any(|d| d == k.kid()));
     }
-    if keys.is_empty() {
+    if !keys.iter().any(|k| k.algorithm().signs_access_tokens()) {
         return Err("no usable key (expected EdDSA or ES256 keys with use \"sig\")".into());
     }
     PublicKeySet::new(keys).map_err(|e| e.to_string())
@@ -70,6 +75,23 @@ mod tests {
         let body = json!({"keys":[rsa, jwk(Algorithm::EdDSA), jwk(Algorithm::ES256)]});
         let set = parse(body.to_string().as_bytes()).expect("usable");
         assert_eq!(set.len(), 2);
+    }
+
+    #[test]
+    fn rsa_keys_are_kept_but_never_enough() {
+        let rsa = jwk(Algorithm::RS256);
+        let body = json!({"keys":[rsa.clone(), jwk(Algorithm::EdDSA), jwk(Algorithm::ES256)]});
+        let set = parse(body.to_string().as_bytes()).expect("usable");
+        assert_eq!(set.len(), 3);
+        let kid = rsa["kid"].as_str().expect("kid");
+        assert_eq!(
+            set.get(kid).map(latchkey_tokens::VerifyingKey::algorithm),
+            Some(Algorithm::RS256)
+        );
+        // Only keys that cannot sign access tokens: nothing to verify with.
+        let body = json!({"keys":[rsa, jwk(Algorithm::RS256)]});
+        let err = parse(body.to_string().as_bytes()).expect_err("unusable");
+        assert!(err.contains("no usable key"), "{err}");
     }
 
     #[test]

@@ -108,7 +108,7 @@ fn segments(token: &str) -> Vec<String> {
 
 #[test]
 fn sign_then_verify_roundtrip() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let claims = claims();
@@ -122,7 +122,7 @@ fn sign_then_verify_roundtrip() {
 
 #[test]
 fn signed_header_is_exactly_alg_typ_kid() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let token = ring_of(&key).sign(&claims()).expect("sign");
         let header = URL_SAFE_NO_PAD
@@ -141,7 +141,7 @@ fn signed_header_is_exactly_alg_typ_kid() {
 
 #[test]
 fn forged_baseline_is_valid() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         assert!(check(&key, &header(&key), &payload()).is_ok());
     }
@@ -149,7 +149,7 @@ fn forged_baseline_is_valid() {
 
 #[test]
 fn stored_key_signs_and_verifies_like_the_original() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let original = key(alg);
         let loaded = SigningKey::from_stored(
             original.kid().to_owned(),
@@ -216,8 +216,118 @@ fn key_ring_construction_errors() {
 }
 
 #[test]
+fn rs256_keys_never_sign_access_tokens() {
+    let rsa = key(Algorithm::RS256);
+    let ed = key(Algorithm::EdDSA);
+    assert!(matches!(
+        KeyRing::new(vec![rsa.clone()], rsa.kid()),
+        Err(TokenError::NotForAccessTokens(Algorithm::RS256))
+    ));
+    assert!(matches!(
+        KeyRing::with_signers(vec![rsa.clone(), ed.clone()], rsa.kid(), &[ed.kid()]),
+        Err(TokenError::NotForAccessTokens(Algorithm::RS256))
+    ));
+}
+
+/// A perfectly good access token, except that the key its `kid` names is the ring's RS256 key
+/// (which really signed it, with `alg: RS256`): refused, by the ring and by the JWKS alike.
+#[test]
+fn access_token_naming_an_rs256_key_is_refused() {
+    let ed = key(Algorithm::EdDSA);
+    let rsa = key(Algorithm::RS256);
+    let ring =
+        KeyRing::with_signers(vec![ed.clone(), rsa.clone()], ed.kid(), &[rsa.kid()]).expect("ring");
+    let public = PublicKeySet::from_jwks(&ring.jwks()).expect("JWKS reads back");
+    assert_eq!(public.len(), 2);
+
+    let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": rsa.kid()});
+    let forged = forge(&rsa, &header, &payload());
+    assert_eq!(
+        ring.verify(&forged, &validation()),
+        Err(VerifyError::WrongAlgorithm)
+    );
+    assert_eq!(
+        public.verify(&forged, &validation()),
+        Err(VerifyError::WrongAlgorithm)
+    );
+    // The same token signed by the EdDSA key under its own kid is fine: only the key differs.
+    let good = forge(
+        &ed,
+        &json!({"alg": "EdDSA", "typ": "at+jwt", "kid": ed.kid()}),
+        &payload(),
+    );
+    assert!(ring.verify(&good, &validation()).is_ok());
+    assert!(public.verify(&good, &validation()).is_ok());
+    // And the ring still signs access tokens with the EdDSA key.
+    let token = ring.sign(&claims()).expect("sign");
+    assert_eq!(ring.verify(&token, &validation()), Ok(claims_of(&token)));
+}
+
+fn claims_of(token: &str) -> AccessTokenClaims {
+    let payload = segments(token)[1].clone();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("claims")
+}
+
+#[test]
+fn signers_one_per_algorithm() {
+    let ed = key(Algorithm::EdDSA);
+    let ed_next = key(Algorithm::EdDSA);
+    let ec = key(Algorithm::ES256);
+    let rsa = key(Algorithm::RS256);
+    let rsa_old = key(Algorithm::RS256);
+    let all = vec![
+        ed.clone(),
+        ed_next.clone(),
+        ec.clone(),
+        rsa.clone(),
+        rsa_old.clone(),
+    ];
+
+    let ring = KeyRing::with_signers(all.clone(), ed.kid(), &[rsa.kid(), ed.kid()]).expect("ring");
+    assert_eq!(ring.signing_key().kid(), ed.kid());
+    let kid_for = |alg| ring.signing_key_for(alg).map(SigningKey::kid);
+    assert_eq!(kid_for(Algorithm::EdDSA), Some(ed.kid()));
+    assert_eq!(kid_for(Algorithm::RS256), Some(rsa.kid()));
+    assert_eq!(kid_for(Algorithm::ES256), None);
+    assert_eq!(
+        ring.signing_algorithms(),
+        [Algorithm::EdDSA, Algorithm::RS256]
+    );
+    // Every key is published, whatever its algorithm and whether it signs.
+    let published: Vec<String> = ring.jwks().keys.into_iter().map(|k| k.kid).collect();
+    let expected: Vec<String> = all.iter().map(|k| k.kid().to_owned()).collect();
+    assert_eq!(published, expected);
+    assert_eq!(
+        PublicKeySet::from_jwks(&ring.jwks()).expect("reads").len(),
+        5
+    );
+
+    // `new` has the access-token key as its only signer.
+    let plain = KeyRing::new(all.clone(), ec.kid()).expect("ring");
+    assert_eq!(
+        plain.signing_key_for(Algorithm::ES256).map(SigningKey::kid),
+        Some(ec.kid())
+    );
+    assert!(plain.signing_key_for(Algorithm::RS256).is_none());
+
+    assert!(matches!(
+        KeyRing::with_signers(all.clone(), ed.kid(), &[ed_next.kid()]),
+        Err(TokenError::DuplicateSigner(Algorithm::EdDSA))
+    ));
+    assert!(matches!(
+        KeyRing::with_signers(all.clone(), ed.kid(), &[rsa.kid(), rsa_old.kid()]),
+        Err(TokenError::DuplicateSigner(Algorithm::RS256))
+    ));
+    let stranger = key(Algorithm::RS256);
+    assert!(matches!(
+        KeyRing::with_signers(all, ed.kid(), &[stranger.kid()]),
+        Err(TokenError::SigningKeyNotInRing(_))
+    ));
+}
+
+#[test]
 fn alg_none_is_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         for none in ["none", "None", "NONE", "nOnE"] {
             let h = with(header(&key), "alg", json!(none));
@@ -244,11 +354,12 @@ fn alg_none_is_refused() {
 
 #[test]
 fn other_algorithms_in_header_are_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let other = match alg {
             Algorithm::EdDSA => "ES256",
             Algorithm::ES256 => "EdDSA",
+            Algorithm::RS256 => unreachable!("not an access-token algorithm"),
         };
         for bad in [
             other, "RS256", "PS256", "HS256", "ES384", "eddsa", "es256", "Ed25519", "",
@@ -273,7 +384,7 @@ fn other_algorithms_in_header_are_refused() {
 
 #[test]
 fn hs256_with_public_key_as_secret_is_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let jwk = key.public_jwk();
         let mut raw_public = URL_SAFE_NO_PAD.decode(&jwk.x).expect("x");
@@ -297,7 +408,7 @@ fn hs256_with_public_key_as_secret_is_refused() {
 
 #[test]
 fn key_carrying_and_critical_headers_are_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let attacker = self::key(alg);
         let attacker_jwk = serde_json::to_value(attacker.public_jwk()).expect("jwk");
@@ -342,7 +453,7 @@ fn key_carrying_and_critical_headers_are_refused() {
 
 #[test]
 fn hostile_kids_are_only_looked_up() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let real = key.kid().to_owned();
         let injections = [
@@ -403,7 +514,7 @@ fn longest_kid_is_accepted() {
 
 #[test]
 fn tampered_payload_is_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let token = ring.sign(&claims()).expect("sign");
@@ -429,7 +540,7 @@ fn tampered_payload_is_refused() {
 
 #[test]
 fn wrong_signatures_are_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let token = ring.sign(&claims()).expect("sign");
@@ -494,7 +605,7 @@ fn es256_der_signature_is_refused() {
 
 #[test]
 fn expiry_and_leeway() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let at = |exp: i64, leeway: u64| {
             let token = forge(&key, &header(&key), &with(payload(), "exp", json!(exp)));
@@ -518,7 +629,7 @@ fn expiry_and_leeway() {
 
 #[test]
 fn not_yet_valid_and_leeway() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let at = |nbf: i64, iat: i64, leeway: u64| {
             let p = with(with(payload(), "nbf", json!(nbf)), "iat", json!(iat));
@@ -549,7 +660,7 @@ fn not_yet_valid_and_leeway() {
 
 #[test]
 fn wrong_issuer_is_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let evil = [
             "https://evil.example",
@@ -571,7 +682,7 @@ fn wrong_issuer_is_refused() {
 
 #[test]
 fn audience_rules() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let any = Validation {
@@ -626,7 +737,7 @@ fn audience_rules() {
 
 #[test]
 fn typ_must_be_at_jwt() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         for bad in [
             "JWT",
@@ -635,6 +746,7 @@ fn typ_must_be_at_jwt() {
             "at-jwt",
             "dpop+jwt",
             "application/jwt",
+            "logout+jwt",
             "",
         ] {
             let h = with(header(&key), "typ", json!(bad));
@@ -677,7 +789,7 @@ fn every_required_claim_is_required() {
         "scope",
         "sid",
     ];
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         for name in required {
             assert_eq!(
@@ -706,7 +818,7 @@ fn every_required_claim_is_required() {
 
 #[test]
 fn claims_of_the_wrong_type_are_malformed() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let cases = [
             ("exp", json!("1700000900")),
@@ -729,7 +841,7 @@ fn claims_of_the_wrong_type_are_malformed() {
 
 #[test]
 fn duplicate_header_parameters_are_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let kid = key.kid();
         let headers = [
@@ -750,7 +862,7 @@ fn duplicate_header_parameters_are_refused() {
 
 #[test]
 fn overlong_tokens_are_refused_before_parsing() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let token_with_pad = |n: usize| {
@@ -792,7 +904,7 @@ fn overlong_tokens_are_refused_before_parsing() {
 
 #[test]
 fn garbage_is_malformed() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let good = ring.sign(&claims()).expect("sign");
@@ -878,7 +990,7 @@ fn garbage_is_malformed() {
 
 #[test]
 fn non_canonical_base64_trailing_bits_are_refused() {
-    for alg in Algorithm::ALL {
+    for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
         let ring = ring_of(&key);
         let token = ring.sign(&claims()).expect("sign");

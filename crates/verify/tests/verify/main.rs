@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::{
     hmac,
-    signature::{Ed25519KeyPair, KeyPair as _},
+    rand::SystemRandom,
+    signature::{Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaKeyPair},
 };
 use axum::{
     Extension, Router,
@@ -18,7 +19,7 @@ use axum::{
 };
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use fake::{AUDIENCE, FakeLatchkey, new_key, now};
-use latchkey_tokens::{Algorithm, SigningKey};
+use latchkey_tokens::{Algorithm, IdTokenClaims, KeyRing, SigningKey};
 use latchkey_verify::{
     AccessToken, Claims, ClaimsExt as _, Error, TokenRejection, Verifier, VerifierConfig,
     VerifyError,
@@ -112,6 +113,75 @@ async fn valid_token_is_accepted() {
     verifier.refresh_keys().await.expect("refresh");
     let token = fake.sign_with(&ec, &fake.claims("sess-ec"));
     assert!(verifier.verify(&token).await.is_ok());
+}
+
+/// Latchkey publishes its RS256 ID-token keys in the same JWKS: EdDSA access tokens still
+/// verify, and an access token naming the RSA key is refused without another JWKS fetch.
+#[tokio::test]
+async fn jwks_mixing_ed25519_and_rsa_keys_still_verifies_access_tokens() {
+    let fake = FakeLatchkey::start().await;
+    let rsa = new_key(Algorithm::RS256);
+    fake.publish(&rsa);
+    let verifier = start(&fake).await;
+    assert_eq!(verifier.status().keys, 2);
+    let claims = fake.claims("sess-mixed");
+    let token = fake.sign_with(&fake.key(), &claims);
+    assert_eq!(verifier.verify(&token).await, Ok(claims));
+
+    // Really signed by the RSA key (RSASSA-PKCS1-v1_5, SHA-256), with its kid and alg RS256:
+    // not an access token Latchkey could have issued.
+    let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": rsa.kid()});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string()),
+        b64(payload_of(&fake, "sess-rsa").to_string())
+    );
+    let pair = RsaKeyPair::from_pkcs8(rsa.private_pkcs8_der()).expect("rsa key");
+    let mut signature = vec![0; pair.public_modulus_len()];
+    pair.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .expect("sign");
+    let forged = format!("{input}.{}", b64(signature));
+    assert_eq!(
+        verifier.verify(&forged).await,
+        invalid(TokenRejection::WrongAlgorithm)
+    );
+
+    // An ID token from that key (typ JWT) is no access token either.
+    let ring = KeyRing::with_signers(
+        vec![fake.key(), rsa.clone()],
+        fake.key().kid(),
+        &[rsa.kid()],
+    )
+    .expect("ring");
+    let now = now();
+    let id_token = ring
+        .sign_id_token(
+            &IdTokenClaims {
+                iss: fake.issuer.clone(),
+                sub: "user-1".into(),
+                aud: AUDIENCE.into(),
+                exp: now + 900,
+                iat: now,
+                auth_time: now,
+                nonce: None,
+                sid: "sess-id".into(),
+                at_hash: None,
+                azp: None,
+            },
+            Algorithm::RS256,
+        )
+        .expect("sign");
+    assert_eq!(
+        verifier.verify(&id_token).await,
+        invalid(TokenRejection::WrongType)
+    );
+    // None of it sent the verifier back to the JWKS.
+    assert_eq!(fake.jwks_hits(), 1);
 }
 
 #[tokio::test]
