@@ -845,6 +845,15 @@ impl Config {
                 return Err(invalid(key, "must be longer than zero"));
             }
         }
+        if !self.access_token.algorithm.signs_access_tokens() {
+            return Err(invalid(
+                "access_token.algorithm",
+                format!(
+                    "{} keys sign ID tokens only; access tokens use \"EdDSA\" or \"ES256\"",
+                    self.access_token.algorithm
+                ),
+            ));
+        }
         if self.refresh.reuse_interval.0 >= self.refresh.ttl.0 {
             return Err(invalid(
                 "refresh.reuse_interval",
@@ -1195,6 +1204,10 @@ mod tests {
             .expect_err("bad alg")
             .to_string();
         assert!(err.contains("algorithm"), "{err}");
+        let err = load("[access_token]\nalgorithm = \"RS256\"", &[])
+            .expect_err("RS256 access tokens")
+            .to_string();
+        assert!(err.contains("access_token.algorithm") && err.contains("ID tokens"), "{err}");
         let err = load("", &[("LATCHKEY_ACCESS_TOKEN__TTL", "soon")])
             .expect_err("bad env")
             .to_string();

@@ -103,9 +103,15 @@ impl Jwk {
     pub fn thumbprint(&self) -> String {
         // serde_json writes the `String`s escaped as RFC 7638 requires (these values never
         // need escaping anyway: fixed names and base64url).
-        let canonical = match &self.y {
-            Some(y) => serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x, "y": y}),
-            None => serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x}),
+        // The required members of each key type, and only those (RFC 7638 §3.2).
+        let canonical = match (&self.n, &self.e, &self.y) {
+            (Some(n), Some(e), _) if self.kty == "RSA" => {
+                serde_json::json!({"e": e, "kty": self.kty, "n": n})
+            }
+            (_, _, Some(y)) => {
+                serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x, "y": y})
+            }
+            _ => serde_json::json!({"crv": self.crv, "kty": self.kty, "x": self.x}),
         };
         // `json!` objects are BTreeMaps unless serde_json's `preserve_order` is on; write
         // the members in order by hand to be independent of that.
@@ -203,6 +209,8 @@ mod tests {
             crv: "Ed25519".into(),
             x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
             y: None,
+            n: None,
+            e: None,
             kid: "ignored".into(),
             alg: "EdDSA".into(),
             use_: "sig".into(),
@@ -211,6 +219,19 @@ mod tests {
             jwk.thumbprint(),
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
+        // RFC 7638 §3.1: its RSA example key.
+        let rsa = Jwk {
+            kty: "RSA".into(),
+            crv: String::new(),
+            x: String::new(),
+            y: None,
+            n: Some("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw".into()),
+            e: Some("AQAB".into()),
+            kid: "2011-04-29".into(),
+            alg: "RS256".into(),
+            use_: "sig".into(),
+        };
+        assert_eq!(rsa.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
         let p256 = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
         let other =
             SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
