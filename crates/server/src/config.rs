@@ -1207,7 +1207,10 @@ mod tests {
         let err = load("[access_token]\nalgorithm = \"RS256\"", &[])
             .expect_err("RS256 access tokens")
             .to_string();
-        assert!(err.contains("access_token.algorithm") && err.contains("ID tokens"), "{err}");
+        assert!(
+            err.contains("access_token.algorithm") && err.contains("ID tokens"),
+            "{err}"
+        );
         let err = load("", &[("LATCHKEY_ACCESS_TOKEN__TTL", "soon")])
             .expect_err("bad env")
             .to_string();

@@ -162,7 +162,8 @@ impl<S: Store> Store for Bounded<S> {
         within(
             self.limits.call,
             "advance_user_epoch",
-            self.inner.advance_user_epoch(user, change, keep, revocation),
+            self.inner
+                .advance_user_epoch(user, change, keep, revocation),
         )
         .await
     }

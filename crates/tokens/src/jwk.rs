@@ -231,7 +231,10 @@ mod tests {
             alg: "RS256".into(),
             use_: "sig".into(),
         };
-        assert_eq!(rsa.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            rsa.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
         let p256 = SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");
         let other =
             SigningKey::generate(Algorithm::ES256, OffsetDateTime::UNIX_EPOCH).expect("key");

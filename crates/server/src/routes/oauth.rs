@@ -348,9 +348,11 @@ fn authenticate_introspector(
     if let Some(presented) = crate::auth::bearer_token(headers) {
         // The admin throttle applies here too: this is an admin-token check like any other.
         let ok = match &state.config.admin_token {
-            Some(expected) => state
-                .admin_gate
-                .check(expected.expose(), &peer.throttle_key, presented)?,
+            Some(expected) => {
+                state
+                    .admin_gate
+                    .check(expected.expose(), &peer.throttle_key, presented)?
+            }
             None => false,
         };
         return if ok {

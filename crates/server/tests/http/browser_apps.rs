@@ -489,6 +489,8 @@ async fn session_tokens_cannot_manage_the_account() {
             .assert_error(401, "unauthorized");
     }
     // The cookie session itself is untouched and still manages the account.
-    let r = app.call("GET", "/v1/me", &[("cookie", &b.cookie)], None).await;
+    let r = app
+        .call("GET", "/v1/me", &[("cookie", &b.cookie)], None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
