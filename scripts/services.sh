@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL and Redis servers the tests use are up (see ../shared/services.md),
+# Makes sure the PostgreSQL and Redis servers the tests use are up (PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379),
 # starting them if this machine has them installed. Prints the URLs to export.
 # Exit status: 0 when both answer, 1 otherwise (with a message saying which and why).
 set -uo pipefail

@@ -1,4 +1,4 @@
-//! The Latchkey HTTP server: the API of ../shared/API.md on axum.
+//! The Latchkey HTTP server: the API of docs/api.md on axum.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on a socket with
 //! graceful shutdown. Errors of every handler go through [`error::ApiError`].

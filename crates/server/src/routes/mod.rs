@@ -1,4 +1,4 @@
-//! HTTP handlers, one module per part of the API (../shared/API.md).
+//! HTTP handlers, one module per part of the API (docs/api.md).
 pub mod accounts;
 pub mod admin;
 pub mod authorize;
