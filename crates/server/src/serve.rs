@@ -95,6 +95,7 @@ pub async fn run(
                 continue;
             }
         };
+        tracing::trace!(%peer, "connection accepted");
         let connection = Connection {
             stream,
             peer,

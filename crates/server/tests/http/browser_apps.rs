@@ -94,6 +94,26 @@ async fn an_unlisted_origin_gets_no_cors_headers_anywhere() {
         assert!(r.status.is_client_error(), "{path}: {}", r.status);
         no_cors_headers(&r, path);
     }
+    // Look-alikes of the listed origin: exact comparison only, no prefix, suffix or case games.
+    for trick in [
+        "http://127.0.0.1:51730",
+        "http://127.0.0.1:5173.evil.example",
+        "http://127.0.0.1:5173/",
+        "HTTP://127.0.0.1:5173",
+        "https://127.0.0.1:5173",
+        "http://127.0.0.1",
+    ] {
+        let r = app
+            .call(
+                "OPTIONS",
+                "/oauth/token",
+                &preflight(trick, "content-type"),
+                None,
+            )
+            .await;
+        r.assert_error(403, "forbidden");
+        no_cors_headers(&r, trick);
+    }
     // "null" (sandboxed frames, file: pages) is never a listed origin.
     let r = app
         .call(
