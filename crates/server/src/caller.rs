@@ -72,7 +72,7 @@ impl CookieCaller {
         let session = authenticate_cookie(state, &secret).await?;
         if !is_safe(method) {
             check_origin_among(state, headers, extra_origins)?;
-            check_csrf_token(headers, &session)?;
+            check_csrf_token(state, headers, &session)?;
         }
         Ok(CookieCaller(Caller {
             session,
@@ -130,36 +130,39 @@ pub async fn authenticate_cookie(state: &AppState, secret: &Secret) -> Result<Se
     Ok(session)
 }
 
-/// Logs a CSRF refusal where an operator sees it by default, so "my login fails" has a visible
+/// Logs CSRF refusals where an operator sees them by default, so "my login fails" has a visible
 /// cause (a wrong `issuer` or `allowed_origins` looks exactly like an attack to the browser).
-/// At most [`REFUSAL_LOGS_PER_MINUTE`] lines a minute: a flood of forged requests cannot fill
-/// the log. The origin is attacker-chosen text: logged with Debug escaping, bounded.
-fn log_refusal(reason: &'static str, origin: Option<&str>) {
-    static WINDOW: std::sync::Mutex<(Option<std::time::Instant>, u32)> =
-        std::sync::Mutex::new((None, 0));
-    let mut window = WINDOW.lock().unwrap_or_else(|p| p.into_inner());
-    let now = std::time::Instant::now();
-    if window
-        .0
-        .is_none_or(|start| now.duration_since(start).as_secs() >= 60)
-    {
-        *window = (Some(now), 0);
-    }
-    window.1 += 1;
-    if window.1 > REFUSAL_LOGS_PER_MINUTE {
-        return;
-    }
-    let origin: Option<String> = origin.map(|o| o.chars().take(200).collect());
-    tracing::warn!(
-        target: "latchkey::security",
-        reason,
-        origin = ?origin,
-        allowed = "see allowed_origins / issuer",
-        "request refused: csrf_failed"
-    );
-}
+/// At most [`REFUSAL_LOGS_PER_MINUTE`] lines a minute per instance: a flood of forged requests
+/// cannot fill the log. The origin is attacker-chosen text: logged with Debug escaping, bounded.
+#[derive(Default)]
+pub struct RefusalLog(std::sync::Mutex<(Option<std::time::Instant>, u32)>);
 
 const REFUSAL_LOGS_PER_MINUTE: u32 = 30;
+
+impl RefusalLog {
+    fn log(&self, reason: &'static str, origin: Option<&str>) {
+        let mut window = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if window
+            .0
+            .is_none_or(|start| now.duration_since(start).as_secs() >= 60)
+        {
+            *window = (Some(now), 0);
+        }
+        window.1 += 1;
+        if window.1 > REFUSAL_LOGS_PER_MINUTE {
+            return;
+        }
+        let origin: Option<String> = origin.map(|o| o.chars().take(200).collect());
+        tracing::warn!(
+            target: "latchkey::security",
+            reason,
+            origin = ?origin,
+            allowed = "see allowed_origins / issuer",
+            "request refused: csrf_failed"
+        );
+    }
+}
 
 /// Origin / Sec-Fetch-Site checks alone: for login, where there is no session yet.
 pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -173,7 +176,9 @@ fn check_origin_among(
     extra_origins: &[String],
 ) -> Result<(), ApiError> {
     if headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
-        log_refusal("cross-site requests are refused", None);
+        state
+            .refusal_log
+            .log("cross-site requests are refused", None);
         return Err(ApiError::CsrfFailed("cross-site requests are refused"));
     }
     if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
@@ -184,7 +189,9 @@ fn check_origin_among(
             && (state.allowed_origins.iter().any(|a| a == origin)
                 || extra_origins.iter().any(|a| a == origin));
         if !allowed {
-            log_refusal("the request's Origin is not allowed", Some(origin));
+            state
+                .refusal_log
+                .log("the request's Origin is not allowed", Some(origin));
             return Err(ApiError::CsrfFailed("the request's Origin is not allowed"));
         }
     }
@@ -199,13 +206,17 @@ pub fn check_csrf(
     session: &Session,
 ) -> Result<(), ApiError> {
     check_origin(state, headers)?;
-    check_csrf_token(headers, session)
+    check_csrf_token(state, headers, session)
 }
 
 /// The synchronizer token alone, compared in constant time against the stored hash.
-fn check_csrf_token(headers: &HeaderMap, session: &Session) -> Result<(), ApiError> {
+fn check_csrf_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+) -> Result<(), ApiError> {
     let refuse = |reason: &'static str| {
-        log_refusal(reason, None);
+        state.refusal_log.log(reason, None);
         ApiError::CsrfFailed(reason)
     };
     let presented = headers

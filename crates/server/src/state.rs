@@ -36,6 +36,8 @@ pub struct Inner {
     /// Start-up warnings (e.g. the cookie losing its __Host- prefix), logged by `serve`.
     pub warnings: Vec<String>,
     pub follower: Follower,
+    /// Rate-limited logging of CSRF refusals.
+    pub refusal_log: crate::caller::RefusalLog,
     pub usernames: UsernameCache,
     /// The Backend-for-Frontend proxy: routes, upstream client, token cache.
     pub bff: crate::bff::Bff,
@@ -98,6 +100,7 @@ impl AppState {
             touch_interval,
             admin_gate: AdminGate::default(),
             follower: Follower::default(),
+            refusal_log: Default::default(),
             usernames: UsernameCache::default(),
             bff,
             warnings: cookie_warning.into_iter().chain(config_warnings).collect(),
