@@ -62,6 +62,7 @@ id = "bench"
 kind = "public"
 audience = "api"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 
 [[clients]]
 id = "bench-backend"
@@ -69,6 +70,7 @@ kind = "confidential"
 secret = "bench-backend-secret-0123456789"
 audience = "internal"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 EOF
 
 (cd "$tmp" && exec "$root/target/release/latchkey" serve --config "$tmp/latchkey.toml") \

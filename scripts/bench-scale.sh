@@ -143,6 +143,7 @@ id = "bench"
 kind = "public"
 audience = "api"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 EOF
     } >"$config"
     (cd "$tmp" && exec "$root/target/release/latchkey" serve --config "$config") \

@@ -91,6 +91,7 @@ id = "{CLIENT}"
 kind = "public"
 audience = "api"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 "#
     )
 }

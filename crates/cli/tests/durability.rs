@@ -95,12 +95,14 @@ id = "spa"
 kind = "public"
 audience = "api"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 [[clients]]
 id = "backend"
 kind = "confidential"
 secret = "{CLIENT_SECRET}"
 audience = "internal"
 scopes = ["read"]
+grant_types = ["password", "refresh_token"]
 "#,
             db = dir.join("latchkey.db").display()
         ),

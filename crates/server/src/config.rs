@@ -39,6 +39,7 @@ pub struct Config {
     /// Connection timeouts and caps.
     pub server: ServerConfig,
     pub access_token: AccessTokenConfig,
+    pub id_token: IdTokenConfig,
     pub refresh: RefreshConfig,
     pub session: SessionConfig,
     pub password: PasswordConfig,
@@ -68,6 +69,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             server: ServerConfig::default(),
             access_token: AccessTokenConfig::default(),
+            id_token: IdTokenConfig::default(),
             refresh: RefreshConfig::default(),
             session: SessionConfig::default(),
             password: PasswordConfig::default(),
@@ -235,21 +237,106 @@ pub struct ClientConfig {
     pub kind: ClientKind,
     #[serde(default)]
     pub secret: Option<Redacted>,
+    /// Shown on the consent page and in the sessions list; the id when absent.
+    #[serde(default)]
+    pub name: Option<String>,
     pub audience: String,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The grants this client may use at `/oauth/token` (and `authorization_code` at
+    /// `/oauth/authorize`); others are `unauthorized_client`. The password grant only when
+    /// listed (RFC 9700 / OAuth 2.1 deprecate it).
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// Where `/oauth/authorize` may send the user back: compared exactly, never by prefix.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where `/oauth/logout` may send the user after logging out: compared exactly.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
     /// Browser origins that may call the token, revocation and userinfo endpoints as this
     /// client (CORS, exact match), and, for a public client, `POST /v1/session/token`.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// First-party clients skip the consent page; others ask the user once per scope set.
+    #[serde(default = "yes")]
+    pub first_party: bool,
     /// Whether this client's access tokens may call Latchkey's own account endpoints
     /// (`/v1/me`, `/v1/password`, `/v1/sessions…`). Default true.
     #[serde(default = "yes")]
     pub account_api: bool,
+    /// OIDC Back-Channel Logout: where Latchkey posts a logout token when a session that this
+    /// client holds tokens of ends.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+}
+
+impl Default for ClientConfig {
+    /// A public client with no scopes and the default grants; tests and examples start here.
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            kind: ClientKind::Public,
+            secret: None,
+            name: None,
+            audience: String::new(),
+            scopes: Vec::new(),
+            grant_types: default_grant_types(),
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            allowed_origins: Vec::new(),
+            first_party: true,
+            account_api: true,
+            backchannel_logout_uri: None,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Whether the client may use `grant` (`authorization_code`, `refresh_token`, `password`,
+    /// `client_credentials`).
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The name users see.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The grant types a client may name in `grant_types`.
+pub const GRANT_TYPES: [&str; 4] = [
+    "authorization_code",
+    "refresh_token",
+    "password",
+    "client_credentials",
+];
+
+fn default_grant_types() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
 }
 
 fn yes() -> bool {
     true
+}
+
+/// `[id_token]`: OpenID Connect ID tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdTokenConfig {
+    pub ttl: Ttl,
+    /// RS256 by default: OIDC Discovery requires every provider to support it.
+    pub algorithm: Algorithm,
+}
+
+impl Default for IdTokenConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Ttl::mins(15),
+            algorithm: Algorithm::RS256,
+        }
+    }
 }
 
 /// The Backend-for-Frontend proxy (docs/bff.md); validated by `crate::bff::validate`.
@@ -599,6 +686,9 @@ const KNOWN_KEYS: &[&str] = &[
     "access_token",
     "access_token.ttl",
     "access_token.algorithm",
+    "id_token",
+    "id_token.ttl",
+    "id_token.algorithm",
     "refresh",
     "refresh.ttl",
     "refresh.reuse_interval",
@@ -952,6 +1042,49 @@ impl Config {
             if c.audience.is_empty() {
                 return Err(invalid(key("audience"), "must not be empty"));
             }
+            for grant in &c.grant_types {
+                if !GRANT_TYPES.contains(&grant.as_str()) {
+                    return Err(invalid(
+                        key("grant_types"),
+                        format!("{grant:?} is not one of {}", GRANT_TYPES.join(", ")),
+                    ));
+                }
+            }
+            if c.allows_grant("client_credentials") && c.kind != ClientKind::Confidential {
+                return Err(invalid(
+                    key("grant_types"),
+                    "client_credentials needs a confidential client (one with a secret)",
+                ));
+            }
+            if let Some(name) = &c.name
+                && (name.trim().is_empty()
+                    || name.chars().count() > 100
+                    || name.chars().any(char::is_control))
+            {
+                return Err(invalid(key("name"), "must be 1-100 printable characters"));
+            }
+            for (field, uris) in [
+                ("redirect_uris", &c.redirect_uris),
+                ("post_logout_redirect_uris", &c.post_logout_redirect_uris),
+            ] {
+                for uri in uris {
+                    check_redirect_uri(uri)
+                        .map_err(|why| invalid(key(field), format!("{uri:?}: {why}")))?;
+                }
+            }
+            if let Some(uri) = &c.backchannel_logout_uri {
+                check_redirect_uri(uri)
+                    .and_then(|()| {
+                        if uri.starts_with("http://") || uri.starts_with("https://") {
+                            Ok(())
+                        } else {
+                            Err("must be an http(s) URL")
+                        }
+                    })
+                    .map_err(|why| {
+                        invalid(key("backchannel_logout_uri"), format!("{uri:?}: {why}"))
+                    })?;
+            }
             for origin in &c.allowed_origins {
                 if origin_of(origin).as_deref() != Some(origin.as_str()) {
                     return Err(invalid(
@@ -1019,6 +1152,45 @@ pub fn is_scope_token(s: &str) -> bool {
 }
 
 /// `scheme://host[:port]` of an http(s) URL, or None.
+/// A registered redirect URI (RFC 9700 §2.1, OAuth 2.1 §2.3.1): absolute, no fragment; plain
+/// `http` only on loopback (native apps); a private-use scheme (`com.example.app:/cb`) for
+/// native apps must contain a dot (RFC 8252 §7.1).
+pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
+    if uri.len() > 2000 || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be at most 2000 characters without spaces");
+    }
+    if uri.contains('#') {
+        return Err("must not have a fragment");
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err("must be an absolute URI");
+    };
+    match scheme {
+        "https" => origin_of(uri).map(|_| ()).ok_or("is not a valid https URL"),
+        "http" => match origin_of(uri) {
+            Some(origin)
+                if LOOPBACK_HOSTS.iter().any(|h| {
+                    origin == format!("http://{h}") || origin.starts_with(&format!("http://{h}:"))
+                }) =>
+            {
+                Ok(())
+            }
+            _ => Err("plain http is allowed only on loopback (127.0.0.1, localhost, [::1])"),
+        },
+        _ if scheme.contains('.')
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+-".contains(c))
+            && !rest.is_empty() =>
+        {
+            Ok(())
+        }
+        _ => Err(
+            "must be https, http on loopback, or a private-use scheme like com.example.app:/callback",
+        ),
+    }
+}
+
 /// Host spellings that all mean this machine.
 const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
 
@@ -1108,6 +1280,78 @@ mod tests {
         );
         assert_eq!(c.password.argon2_memory_kib, 19_456);
         assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    }
+
+    #[test]
+    fn client_grants_redirects_and_id_tokens() {
+        let c = load(
+            "[[clients]]\nid = \"spa\"\nkind = \"public\"\naudience = \"api\"",
+            &[],
+        )
+        .expect("loads")
+        .config;
+        let spa = &c.clients[0];
+        assert_eq!(spa.grant_types, vec!["authorization_code", "refresh_token"]);
+        assert!(
+            !spa.allows_grant("password"),
+            "the password grant only when listed"
+        );
+        assert!(spa.first_party && spa.account_api);
+        assert_eq!(spa.display_name(), "spa");
+        assert_eq!(c.id_token.algorithm, Algorithm::RS256);
+        assert_eq!(c.id_token.ttl.0, Duration::from_secs(900));
+
+        let client = |extra: &str| {
+            format!("[[clients]]\nid = \"c\"\nkind = \"public\"\naudience = \"api\"\n{extra}")
+        };
+        for ok in [
+            "redirect_uris = [\"https://app.example.com/callback\", \"http://127.0.0.1:5173/cb\", \"http://localhost/cb\", \"com.example.app:/oauth\"]",
+            "post_logout_redirect_uris = [\"https://app.example.com/\"]",
+            "grant_types = [\"password\"]",
+            "backchannel_logout_uri = \"https://app.example.com/bcl\"",
+            "name = \"Example app\"\nfirst_party = false",
+        ] {
+            load(&client(ok), &[]).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, key) in [
+            (
+                "redirect_uris = [\"http://app.example.com/cb\"]",
+                "clients[0].redirect_uris",
+            ),
+            (
+                "redirect_uris = [\"https://app.example.com/cb#x\"]",
+                "clients[0].redirect_uris",
+            ),
+            (
+                "redirect_uris = [\"/callback\"]",
+                "clients[0].redirect_uris",
+            ),
+            (
+                "redirect_uris = [\"myapp:/cb\"]",
+                "clients[0].redirect_uris",
+            ),
+            (
+                "post_logout_redirect_uris = [\"javascript:alert(1)\"]",
+                "clients[0].post_logout_redirect_uris",
+            ),
+            ("grant_types = [\"implicit\"]", "clients[0].grant_types"),
+            (
+                "grant_types = [\"client_credentials\"]",
+                "clients[0].grant_types",
+            ),
+            (
+                "backchannel_logout_uri = \"com.example.app:/x\"",
+                "clients[0].backchannel_logout_uri",
+            ),
+            ("name = \" \"", "clients[0].name"),
+        ] {
+            let err = load(&client(bad), &[]).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let err = load("[id_token]\nalgorithm = \"HS256\"", &[])
+            .expect_err("HS256 ID tokens")
+            .to_string();
+        assert!(err.contains("algorithm"), "{err}");
     }
 
     #[test]

@@ -137,6 +137,7 @@ id = "spa"
 kind = "public"
 audience = "api"
 scopes = ["read", "write"]
+grant_types = ["password", "refresh_token"]
 allowed_origins = ["${appOrigin}"]
 `,
   );

@@ -54,6 +54,11 @@ pub async fn token(
             client_secret: req.client_secret.as_deref(),
         },
     )?;
+    if !client.allows_grant(grant_type) {
+        return Err(ApiError::UnauthorizedClient(format!(
+            "this client may not use the {grant_type} grant (see its grant_types)"
+        )));
+    }
     match grant_type {
         "password" => password_grant(&state, &client, &peer, req).await,
         _ => refresh_grant(&state, &client, req).await,

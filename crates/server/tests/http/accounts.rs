@@ -296,12 +296,10 @@ async fn tokens_of_a_client_without_account_api_cannot_manage_the_account() {
     let mut config = test_config();
     config.clients.push(latchkey_server::config::ClientConfig {
         id: "widget".into(),
-        kind: latchkey_server::config::ClientKind::Public,
-        secret: None,
         audience: "widget-api".into(),
-        scopes: vec![],
-        allowed_origins: Vec::new(),
+        grant_types: grants(&["password", "refresh_token"]),
         account_api: false,
+        ..Default::default()
     });
     let app = TestApp::with_config(config).await;
     app.sign_up("wanda").await;

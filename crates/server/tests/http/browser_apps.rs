@@ -1,7 +1,7 @@
 //! Browser apps (API.md "Browser apps"): CORS on the token-mode endpoints from each client's
 //! `allowed_origins`, and `POST /v1/session/token` for same-site apps with a cookie session.
 use crate::harness::*;
-use latchkey_server::config::{ClientConfig, ClientKind, Config};
+use latchkey_server::config::{ClientConfig, Config};
 use serde_json::{Value, json};
 
 const EVIL: &str = "http://evil.example";
@@ -12,12 +12,10 @@ fn config() -> Config {
     let mut config = test_config();
     config.clients.push(ClientConfig {
         id: "other".into(),
-        kind: ClientKind::Public,
-        secret: None,
         audience: "other-api".into(),
         scopes: vec!["read".into()],
         allowed_origins: vec![OTHER_ORIGIN.into()],
-        account_api: true,
+        ..ClientConfig::default()
     });
     config
 }

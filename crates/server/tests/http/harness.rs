@@ -25,6 +25,11 @@ pub struct TestApp {
     _guard: Option<tempfile::TempDir>,
 }
 
+/// A `grant_types` list.
+pub fn grants(names: &[&str]) -> Vec<String> {
+    names.iter().map(|g| g.to_string()).collect()
+}
+
 /// The configuration tests start from: two clients, cheap Argon2, no throttling.
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -37,12 +42,11 @@ pub fn test_config() -> Config {
     config.clients = vec![
         ClientConfig {
             id: "spa".into(),
-            kind: ClientKind::Public,
-            secret: None,
             audience: "api".into(),
             scopes: vec!["read".into(), "write".into()],
+            grant_types: grants(&["password", "refresh_token", "authorization_code"]),
             allowed_origins: vec![SPA_ORIGIN.into()],
-            account_api: true,
+            ..ClientConfig::default()
         },
         ClientConfig {
             id: "backend".into(),
@@ -50,8 +54,8 @@ pub fn test_config() -> Config {
             secret: Some(Redacted(BACKEND_SECRET.into())),
             audience: "internal".into(),
             scopes: vec!["read".into()],
-            allowed_origins: Vec::new(),
-            account_api: true,
+            grant_types: grants(&["password", "refresh_token"]),
+            ..ClientConfig::default()
         },
     ];
     config

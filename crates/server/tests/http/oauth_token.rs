@@ -340,3 +340,36 @@ async fn a_public_client_may_use_basic_with_an_empty_secret() {
     .await
     .assert_error(401, "invalid_client");
 }
+
+/// API.md: a grant type the client does not list in `grant_types` is 400 `unauthorized_client`;
+/// the password grant works only for clients that list it (the default lists
+/// `authorization_code` and `refresh_token`).
+#[tokio::test]
+async fn grants_a_client_does_not_list_are_unauthorized_client() {
+    let mut config = test_config();
+    config.clients.push(latchkey_server::config::ClientConfig {
+        id: "modern".into(),
+        audience: "api".into(),
+        ..Default::default()
+    });
+    config.clients.push(latchkey_server::config::ClientConfig {
+        id: "no-refresh".into(),
+        audience: "api".into(),
+        grant_types: grants(&["password"]),
+        ..Default::default()
+    });
+    let app = TestApp::with_config(config).await;
+    app.sign_up("gina").await;
+    app.password_grant("gina", PASSWORD, "modern")
+        .await
+        .assert_error(400, "unauthorized_client");
+    let r = app.password_grant("gina", PASSWORD, "no-refresh").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    app.refresh_as(&r.str_field("refresh_token"), "no-refresh")
+        .await
+        .assert_error(400, "unauthorized_client");
+    // The check comes after client authentication: an unknown client is still invalid_client.
+    app.password_grant("gina", PASSWORD, "nobody")
+        .await
+        .assert_error(401, "invalid_client");
+}
