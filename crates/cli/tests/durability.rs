@@ -110,6 +110,40 @@ grant_types = ["password", "refresh_token"]
     .expect("config");
 }
 
+/// A server of this test's own on a fresh SQLite file, ready, with one user signed up.
+struct Started {
+    dir: tempfile::TempDir,
+    base: String,
+    server: Child,
+    http: reqwest::Client,
+}
+
+async fn start(username: &str, reuse_interval: &str) -> Started {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    write_config(dir.path(), port, reuse_interval);
+    let server = spawn(dir.path(), "first.log");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    wait_ready(&http, &base).await;
+    let r = http
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .expect("sign up");
+    assert_eq!(r.status(), 201);
+    Started {
+        dir,
+        base,
+        server,
+        http,
+    }
+}
+
 async fn refresh(
     http: &reqwest::Client,
     base: &str,
@@ -140,23 +174,12 @@ struct Acked {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    write_config(dir.path(), port, "60s");
-    let mut server = spawn(dir.path(), "first.log");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    wait_ready(&http, &base).await;
-    let r = http
-        .post(format!("{base}/v1/users"))
-        .json(&json!({"username": "durable", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("sign up");
-    assert_eq!(r.status(), 201);
+    let Started {
+        dir,
+        base,
+        mut server,
+        http,
+    } = start("durable", "60s").await;
 
     // Load: 6 workers log in, rotate, and every few rounds revoke their session and log in anew.
     let acked = Arc::new(Mutex::new(Acked::default()));
@@ -324,23 +347,12 @@ async fn acknowledged_writes_survive_kill_9_and_no_secret_is_logged() {
 /// reuses: on restart the family's newest token and the reused one are both refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reuse_detection_survives_kill_9_in_strict_mode() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    write_config(dir.path(), port, "0s");
-    let mut server = spawn(dir.path(), "first.log");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    wait_ready(&http, &base).await;
-    let r = http
-        .post(format!("{base}/v1/users"))
-        .json(&json!({"username": "strict", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("sign up");
-    assert_eq!(r.status(), 201);
+    let Started {
+        dir,
+        base,
+        mut server,
+        http,
+    } = start("strict", "0s").await;
 
     // (the family's newest token, the reused token) for every reuse the server answered.
     let detected: Arc<Mutex<Vec<(String, String)>>> = Arc::default();

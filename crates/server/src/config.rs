@@ -464,21 +464,48 @@ impl Ttl {
 }
 
 impl Serialize for Ttl {
+    /// As the docs write durations: the largest whole unit (`7d`, `15m`, `90s`, `250ms`).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
+        s.serialize_str(&compact_duration(self.0))
     }
+}
+
+fn compact_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs.is_multiple_of(size) {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 impl<'de> Deserialize<'de> for Ttl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Ttl)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "{text:?} is not a duration like \"15m\", \"7d\" or \"0s\": {e}"
-                ))
-            })
+        struct DurationText;
+        impl serde::de::Visitor<'_> for DurationText {
+            type Value = Ttl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration in quotes such as \"7d\", \"15m\" or \"30s\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Ttl, E> {
+                humantime::parse_duration(text.trim())
+                    .map(Ttl)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "{text:?} is not a duration such as \"15m\", \"7d\" or \"0s\": {e}"
+                        ))
+                    })
+            }
+        }
+        d.deserialize_str(DurationText)
     }
 }
 
@@ -616,12 +643,7 @@ fn describe_figment_error(error: &figment::Error) -> String {
         .clone()
         .into_iter()
         .map(|e| {
-            let key = e
-                .path
-                .iter()
-                .map(|p| p.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join(".");
+            let key = key_path(&e.path);
             let source = match &e.metadata {
                 Some(m) if m.name.contains("environment") => {
                     format!(
@@ -635,14 +657,66 @@ fn describe_figment_error(error: &figment::Error) -> String {
                 },
                 None => String::new(),
             };
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(field, expected) => {
+                    let hint = closest(field, expected)
+                        .map(|k| format!("; did you mean `{k}`?"))
+                        .unwrap_or_else(|| format!("; known keys here: {}", expected.join(", ")));
+                    format!("unknown key `{field}`{hint}")
+                }
+                kind => kind.to_string(),
+            };
             if key.is_empty() {
-                format!("configuration{source}: {}", e.kind)
+                format!("configuration{source}: {what}")
             } else {
-                format!("configuration key `{key}`{source}: {}", e.kind)
+                format!("configuration key `{key}`{source}: {what}")
             }
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `clients[0].secret`: the style validation errors use too.
+fn key_path(path: &[String]) -> String {
+    let mut key = String::new();
+    for part in path {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(&part.to_ascii_lowercase());
+        }
+    }
+    key
+}
+
+/// The known key nearest to a misspelt one (at most a third of its letters off).
+fn closest<'a>(typed: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(typed, k), *k))
+        .filter(|(d, k)| *d <= k.len().max(typed.len()).div_ceil(3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -1352,6 +1426,46 @@ mod tests {
             .expect_err("HS256 ID tokens")
             .to_string();
         assert!(err.contains("algorithm"), "{err}");
+    }
+
+    #[test]
+    fn config_errors_suggest_explain_and_use_one_path_style() {
+        let err = load("listn = \"127.0.0.1:9000\"", &[])
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            err.contains("unknown key `listn`; did you mean `listen`?"),
+            "{err}"
+        );
+        assert!(!err.contains("``"), "no nested backticks: {err}");
+        let err = load("[refresh]\nttl = 7", &[])
+            .expect_err("number")
+            .to_string();
+        assert!(
+            err.contains("refresh.ttl") && err.contains("\"7d\""),
+            "{err}"
+        );
+        let err = load(
+            "[[clients]]\nid = \"c\"\nkind = \"public\"\naudiance = \"api\"",
+            &[],
+        )
+        .expect_err("typo in a client")
+        .to_string();
+        assert!(err.contains("clients[0]"), "{err}");
+        assert!(err.contains("did you mean `audience`?"), "{err}");
+        let err = load("", &[("LATCHKEY_REFRESH__TTL", "soon")])
+            .expect_err("env")
+            .to_string();
+        assert!(
+            err.contains("LATCHKEY_REFRESH__TTL"),
+            "the source is named: {err}"
+        );
+        // Durations print as the docs write them.
+        assert_eq!(compact_duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(compact_duration(Duration::from_secs(900)), "15m");
+        assert_eq!(compact_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(compact_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(compact_duration(Duration::ZERO), "0s");
     }
 
     #[test]
