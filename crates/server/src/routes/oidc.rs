@@ -355,7 +355,19 @@ fn check_confirmation(presented: &str, session: &Session) -> ApiResult<()> {
 
 /// 302 to a registered URI, with `state` appended when sent.
 fn redirect_to(uri: &str, state: Option<&str>) -> ApiResult<Response> {
-    let mut location = uri.to_string();
+    // A registered URI has no spaces or controls, but may have non-ASCII text: percent-encode
+    // it (as a browser would), so the header is always valid.
+    let mut location = String::with_capacity(uri.len());
+    for c in uri.chars() {
+        if c.is_ascii() {
+            location.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                location.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
     if let Some(value) = state {
         let pair = serde_urlencoded::to_string([("state", value)])
             .map_err(|e| ApiError::Internal(format!("encoding state: {e}")))?;
@@ -510,5 +522,16 @@ mod tests {
             Some("com.example.app:")
         );
         assert_eq!(form_action_source("bad scheme:/x"), None);
+    }
+
+    #[test]
+    fn redirects_are_always_valid_headers() {
+        let r = redirect_to("https://app.example.com/zürich", Some("a b&c")).expect("redirect");
+        assert_eq!(
+            r.headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://app.example.com/z%C3%BCrich?state=a+b%26c")
+        );
     }
 }

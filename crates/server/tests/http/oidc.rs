@@ -937,3 +937,59 @@ async fn latchkey_verify_accepts_client_tokens() {
         ("svc", "svc")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed
+
+async fn flaky_oidc_app() -> (TestApp, std::sync::Arc<latchkey_store::testing::FlakyStore>) {
+    let flaky = std::sync::Arc::new(latchkey_store::testing::FlakyStore::new(
+        std::sync::Arc::new(latchkey_store::MemoryStore::new()),
+    ));
+    let app = TestApp::build(oidc_config(), flaky.clone(), None).await;
+    (app, flaky)
+}
+
+#[tokio::test]
+async fn userinfo_and_logout_fail_closed_when_the_store_is_down() {
+    let (app, flaky) = flaky_oidc_app().await;
+    let (user, b) = browser_user(&app, "flo").await;
+    let token = rp_token(&app, "flo", "openid").await;
+    let hint = id_token(&app, &user, "rp", &b.sid, 900);
+
+    flaky.fail_reads(true);
+    userinfo(&app, &token)
+        .await
+        .assert_error(503, "unavailable");
+    // Never "You are logged out" (nor a redirect) when the session could not be ended.
+    logout_get(
+        &app,
+        &[("id_token_hint", &hint), ("post_logout_redirect_uri", BYE)],
+        Some(&b.cookie),
+    )
+    .await
+    .assert_error(503, "unavailable");
+    flaky.fail_reads(false);
+
+    flaky.fail_writes(true);
+    let r = logout_get(
+        &app,
+        &[("id_token_hint", &hint), ("post_logout_redirect_uri", BYE)],
+        Some(&b.cookie),
+    )
+    .await;
+    r.assert_error(503, "unavailable");
+    assert_eq!(r.header("location"), None);
+    flaky.fail_writes(false);
+    assert!(session_alive(&app, &b).await);
+    assert_eq!(userinfo(&app, &token).await.status, 200);
+
+    // Retried once the store is back: done.
+    let r = logout_get(
+        &app,
+        &[("id_token_hint", &hint), ("post_logout_redirect_uri", BYE)],
+        Some(&b.cookie),
+    )
+    .await;
+    assert_eq!(r.status, 302);
+    assert!(!session_alive(&app, &b).await);
+}
