@@ -108,7 +108,7 @@ pub async fn user_token_session(
         // A token of a cookie session was minted for a resource audience (BFF or
         // `POST /v1/session/token`): never an account credential, whatever its client says.
         Some(session) if session.kind == SessionKind::Cookie => Err(ApiError::Unauthorized(
-            "this access token may not manage the account",
+            "this access token was minted for a resource API and is not accepted here",
         )),
         Some(session)
             if session.is_live(now)
