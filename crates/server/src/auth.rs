@@ -66,17 +66,40 @@ pub fn may_manage_account(state: &AppState, client_id: &str) -> bool {
             .is_some_and(|client| client.account_api)
 }
 
+/// Whether verified `claims` are those of a `client_credentials` token: `sub` is the client id
+/// itself (a user's `sub` is a user id), and that client is configured, confidential and still
+/// lists the grant. Such a token's `sid` is a fresh random id that names no session, so it is
+/// never a user's credential; introspection and forward auth accept it without a session.
+pub fn is_client_token(state: &AppState, claims: &AccessTokenClaims) -> bool {
+    claims.sub == claims.client_id
+        && state.clients.get(&claims.client_id).is_some_and(|client| {
+            client.kind == crate::config::ClientKind::Confidential
+                && client.allows_grant("client_credentials")
+        })
+}
+
 /// Verifies an access token strictly (any audience) and checks that its session is live and
 /// that its client may manage the account (the account endpoints' rule, API.md).
 pub async fn verify_access_token(state: &AppState, token: &str) -> Result<BearerSession, ApiError> {
-    let now = state.clock.now();
     let claims = verify_own_token(state, token)
         .map_err(|_| ApiError::Unauthorized("the access token is invalid or expired"))?;
-    if !may_manage_account(state, &claims.client_id) {
+    if !may_manage_account(state, &claims.client_id) || is_client_token(state, &claims) {
         return Err(ApiError::Unauthorized(
             "this access token may not manage the account",
         ));
     }
+    user_token_session(state, claims).await
+}
+
+/// The live token session a verified user access token belongs to: the session exists, is a
+/// token session (never a cookie session: its tokens were minted for a resource audience by the
+/// BFF or `POST /v1/session/token`), is live, is the `sub`'s, and the user still admits it.
+/// Errors are 401 `unauthorized`; callers with RFC 6750 answers map them.
+pub async fn user_token_session(
+    state: &AppState,
+    claims: AccessTokenClaims,
+) -> Result<BearerSession, ApiError> {
+    let now = state.clock.now();
     let sid = SessionId::parse(&claims.sid)
         .ok_or(ApiError::Unauthorized("the access token is invalid"))?;
     let session = state.store.session(sid).await?;
@@ -85,7 +108,7 @@ pub async fn verify_access_token(state: &AppState, token: &str) -> Result<Bearer
         // A token of a cookie session was minted for a resource audience (BFF or
         // `POST /v1/session/token`): never an account credential, whatever its client says.
         Some(session) if session.kind == SessionKind::Cookie => Err(ApiError::Unauthorized(
-            "this access token may not manage the account",
+            "this access token was minted for a resource API and is not accepted here",
         )),
         Some(session)
             if session.is_live(now)

@@ -14,7 +14,7 @@ pub enum ApiError {
     InvalidClient(String),
     #[error("{0}")]
     InvalidGrant(String),
-    #[error("grant_type must be \"password\" or \"refresh_token\"")]
+    #[error("this grant_type is not supported (see grant_types_supported in the server metadata)")]
     UnsupportedGrantType,
     #[error("{0}")]
     InvalidScope(String),
@@ -23,6 +23,17 @@ pub enum ApiError {
     UnauthorizedClient(String),
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// RFC 6750 §3.1: a Bearer token that is invalid, expired, revoked or not accepted by this
+    /// endpoint (401 with `WWW-Authenticate: Bearer error="invalid_token"`).
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    /// RFC 6750 §3.1: the token lacks the scope the endpoint needs (403, with the scope named in
+    /// `WWW-Authenticate`).
+    #[error("{description}")]
+    InsufficientScope {
+        scope: &'static str,
+        description: &'static str,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -74,8 +85,12 @@ impl ApiError {
             | ApiError::UnsupportedGrantType
             | ApiError::InvalidScope(_)
             | ApiError::UnauthorizedClient(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidClient(_) | ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::CsrfFailed(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidClient(_) | ApiError::Unauthorized(_) | ApiError::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Forbidden(_)
+            | ApiError::CsrfFailed(_)
+            | ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -101,6 +116,8 @@ impl ApiError {
             ApiError::InvalidScope(_) => "invalid_scope",
             ApiError::UnauthorizedClient(_) => "unauthorized_client",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::InsufficientScope { .. } => "insufficient_scope",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::CsrfFailed(_) => "csrf_failed",
             ApiError::NotFound => "not_found",
@@ -156,6 +173,18 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::InvalidToken(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            ApiError::InsufficientScope { scope, .. } => {
+                let challenge = format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\"");
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             ApiError::InvalidClient(_) => {
                 headers.insert(

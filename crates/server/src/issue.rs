@@ -45,6 +45,35 @@ pub fn access_token(
     Ok(AccessToken { token, claims })
 }
 
+/// Signs a `client_credentials` access token: `sub` and `client_id` are the client id, and
+/// `sid` is a fresh random id that names no session (the claim is required, and no session
+/// exists to name; see [`crate::auth::is_client_token`]). It lives `access_token.ttl`.
+pub fn client_access_token(
+    state: &AppState,
+    client_id: &str,
+    audience: &str,
+    scope: &str,
+) -> Result<AccessToken, ApiError> {
+    let now = state.clock.now();
+    let claims = AccessTokenClaims {
+        iss: state.issuer.clone(),
+        sub: client_id.to_string(),
+        aud: audience.to_string(),
+        exp: (now + state.policy.access_ttl).unix_timestamp(),
+        iat: now.unix_timestamp(),
+        nbf: now.unix_timestamp(),
+        jti: new_jti(),
+        client_id: client_id.to_string(),
+        scope: scope.to_string(),
+        sid: latchkey_core::SessionId::new().to_string(),
+    };
+    let token = state
+        .keyring()
+        .sign(&claims)
+        .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+    Ok(AccessToken { token, claims })
+}
+
 #[derive(Serialize)]
 struct TokenResponse {
     access_token: String,

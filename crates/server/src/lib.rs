@@ -53,6 +53,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/.well-known/oauth-authorization-server", get(routes::discovery::metadata))
         .route("/.well-known/jwks.json", get(routes::discovery::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(routes::discovery::openid_configuration),
+        )
         .route("/v1/users", post(routes::accounts::sign_up))
         .route("/v1/me", get(routes::accounts::me))
         .route("/v1/password", post(routes::accounts::change_password))
@@ -73,6 +77,14 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/revoke", post(routes::oauth::revoke))
+        .route(
+            "/oauth/userinfo",
+            get(routes::oidc::userinfo_get).post(routes::oidc::userinfo_post),
+        )
+        .route(
+            "/oauth/logout",
+            get(routes::oidc::logout_get).post(routes::oidc::logout_post),
+        )
         .route("/v1/session/token", post(routes::session_token::mint))
         // Every route above, not the fallback: the BFF proxy streams bodies under its own limits.
         .route_layer(serve::body_timeout_layer(body_read_timeout))

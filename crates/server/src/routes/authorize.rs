@@ -40,8 +40,17 @@ impl UsernameCache {
 
 /// Whom a forward-auth request is for.
 pub struct Authorized {
-    pub user: UserId,
+    pub subject: Subject,
     pub sid: SessionId,
+}
+
+/// Who a valid credential speaks for.
+pub enum Subject {
+    /// A user (cookie session or a user's access token).
+    User(UserId),
+    /// A `client_credentials` token: the client acting for itself (its `sub` is the client id,
+    /// and its `sid` names no session).
+    Client(String),
 }
 
 /// Verifies a Bearer access token without touching the store; with `audience`, the token
@@ -50,8 +59,12 @@ fn check_bearer(state: &AppState, token: &str, audience: Option<&str>) -> ApiRes
     let claims = verify_own_token_for(state, token, audience).map_err(|_| {
         ApiError::Unauthorized("the access token is invalid, expired or not for this audience")
     })?;
-    let (Some(sid), Some(user)) = (SessionId::parse(&claims.sid), UserId::parse(&claims.sub))
-    else {
+    let subject = if crate::auth::is_client_token(state, &claims) {
+        Some(Subject::Client(claims.client_id))
+    } else {
+        UserId::parse(&claims.sub).map(Subject::User)
+    };
+    let (Some(sid), Some(subject)) = (SessionId::parse(&claims.sid), subject) else {
         return Err(ApiError::Unauthorized("the access token is invalid"));
     };
     // Fail closed when this instance has lost track of revocations.
@@ -65,7 +78,7 @@ fn check_bearer(state: &AppState, token: &str, audience: Option<&str>) -> ApiRes
             "the session of this access token has ended",
         ));
     }
-    Ok(Authorized { user, sid })
+    Ok(Authorized { subject, sid })
 }
 
 /// `GET /v1/authorize?aud=A`: a Bearer token must be for audience `A` (the app behind the
@@ -111,21 +124,31 @@ impl FromRequestParts<AppState> for Authorized {
             .ok_or(ApiError::Unauthorized("authentication is required"))?;
         let session = authenticate_cookie(state, &secret).await?;
         Ok(Authorized {
-            user: session.user_id,
+            subject: Subject::User(session.user_id),
             sid: session.id,
         })
     }
 }
 
 pub async fn authorize(State(state): State<AppState>, who: Authorized) -> ApiResult<Response> {
-    let username = state.usernames.get(&state, who.user).await?;
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     let value = |s: String| {
         HeaderValue::from_str(&s).map_err(|_| ApiError::Internal("header value".into()))
     };
-    headers.insert("x-latchkey-user", value(who.user.to_string())?);
-    headers.insert("x-latchkey-username", value(username)?);
+    match who.subject {
+        Subject::User(user) => {
+            let username = state.usernames.get(&state, user).await?;
+            headers.insert("x-latchkey-user", value(user.to_string())?);
+            headers.insert("x-latchkey-username", value(username)?);
+        }
+        // A client acting for itself: `X-Latchkey-User` is its `sub` (the client id), marked
+        // by `X-Latchkey-Client`; there is no username.
+        Subject::Client(client) => {
+            headers.insert("x-latchkey-user", value(client.clone())?);
+            headers.insert("x-latchkey-client", value(client)?);
+        }
+    }
     headers.insert("x-latchkey-session", value(who.sid.to_string())?);
     headers.insert(
         axum::http::header::CACHE_CONTROL,

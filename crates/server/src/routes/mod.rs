@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod feed;
 pub mod health;
 pub mod oauth;
+pub mod oidc;
 pub mod pages;
 pub mod session;
 pub mod session_token;

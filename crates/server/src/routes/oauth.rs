@@ -43,7 +43,10 @@ pub async fn token(
         .grant_type
         .as_deref()
         .ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
-    if grant_type != "password" && grant_type != "refresh_token" {
+    if !matches!(
+        grant_type,
+        "password" | "refresh_token" | "client_credentials"
+    ) {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = clients::authenticate(
@@ -61,8 +64,36 @@ pub async fn token(
     }
     match grant_type {
         "password" => password_grant(&state, &client, &peer, req).await,
+        "client_credentials" => client_credentials_grant(&state, &client, req),
         _ => refresh_grant(&state, &client, req).await,
     }
+}
+
+/// RFC 6749 §4.4: a confidential client's token for itself. The scope is the client's API
+/// scopes (narrowed by `scope`); the OIDC scopes name a user and are refused. No refresh token.
+fn client_credentials_grant(
+    state: &AppState,
+    client: &ClientConfig,
+    req: TokenRequest,
+) -> ApiResult<Response> {
+    if client.kind != crate::config::ClientKind::Confidential {
+        return Err(ApiError::UnauthorizedClient(
+            "the client_credentials grant needs a confidential client".into(),
+        ));
+    }
+    if let Some(oidc) = req
+        .scope
+        .as_deref()
+        .and_then(|s| s.split(' ').find(|s| matches!(*s, "openid" | "profile")))
+    {
+        return Err(ApiError::InvalidScope(format!(
+            "scope {oidc:?} names a user; a client_credentials token has none"
+        )));
+    }
+    let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
+    let minted = crate::issue::client_access_token(state, &client.id, &client.audience, &scope)?;
+    tracing::info!(client_id = %client.id, jti = %minted.claims.jti, "client_credentials token issued");
+    Ok(minted.into_response(scope, None))
 }
 
 async fn password_grant(
@@ -409,6 +440,23 @@ async fn introspection(state: &AppState, token: &str) -> ApiResult<Option<serde_
     let Ok(claims) = verify_own_token(state, token) else {
         return Ok(None);
     };
+    // A client_credentials token has no session to check: active while unexpired (and while
+    // its client is configured for the grant). Its `sub` is the client id.
+    if crate::auth::is_client_token(state, &claims) {
+        return Ok(Some(serde_json::json!({
+            "active": true,
+            "token_type": "Bearer",
+            "sub": claims.sub,
+            "sid": claims.sid,
+            "client_id": claims.client_id,
+            "scope": claims.scope,
+            "iat": claims.iat,
+            "exp": claims.exp,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "jti": claims.jti,
+        })));
+    }
     let Some(sid) = SessionId::parse(&claims.sid) else {
         return Ok(None);
     };

@@ -97,3 +97,154 @@ async fn the_signing_key_survives_a_restart() {
     );
     assert_eq!(second.me(&pair.access).await.status, 200);
 }
+
+#[tokio::test]
+async fn openid_configuration_has_exactly_the_documented_members() {
+    let app = TestApp::new().await;
+    let r = app.get("/.well-known/openid-configuration", &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+    let m = r.json();
+    let mut keys: Vec<&str> = m
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    let mut expected = vec![
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "response_types_supported",
+        "grant_types_supported",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+        "code_challenge_methods_supported",
+        "scopes_supported",
+        "claims_supported",
+        "token_endpoint_auth_methods_supported",
+        "authorization_response_iss_parameter_supported",
+        "backchannel_logout_supported",
+        "backchannel_logout_session_supported",
+    ];
+    expected.sort_unstable();
+    assert_eq!(keys, expected);
+
+    let issuer = "http://127.0.0.1:8080";
+    for (key, path) in [
+        ("authorization_endpoint", "/oauth/authorize"),
+        ("token_endpoint", "/oauth/token"),
+        ("userinfo_endpoint", "/oauth/userinfo"),
+        ("jwks_uri", "/.well-known/jwks.json"),
+        ("end_session_endpoint", "/oauth/logout"),
+        ("revocation_endpoint", "/oauth/revoke"),
+        ("introspection_endpoint", "/oauth/introspect"),
+    ] {
+        assert_eq!(m[key], format!("{issuer}{path}"), "{key}");
+    }
+    assert_eq!(m["issuer"], issuer);
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        m["grant_types_supported"],
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "password"
+        ])
+    );
+    assert_eq!(m["subject_types_supported"], serde_json::json!(["public"]));
+    // The configured algorithm (RS256 by default) first.
+    assert_eq!(
+        m["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    // openid and profile first, then every client's API scopes, once each.
+    assert_eq!(
+        m["scopes_supported"],
+        serde_json::json!(["openid", "profile", "read", "write"])
+    );
+    let claims = m["claims_supported"].as_array().expect("claims");
+    for claim in [
+        "sub",
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "sid",
+        "preferred_username",
+    ] {
+        assert!(claims.contains(&claim.into()), "{claim}");
+    }
+    assert_eq!(
+        m["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    // No back-channel logout delivery yet.
+    assert_eq!(m["backchannel_logout_supported"], false);
+    assert_eq!(m["backchannel_logout_session_supported"], false);
+}
+
+#[tokio::test]
+async fn id_token_algorithms_list_the_configured_one_first_and_always_rs256() {
+    for (alg, expected) in [
+        (latchkey_tokens::Algorithm::EdDSA, vec!["EdDSA", "RS256"]),
+        (latchkey_tokens::Algorithm::ES256, vec!["ES256", "RS256"]),
+        (latchkey_tokens::Algorithm::RS256, vec!["RS256"]),
+    ] {
+        let mut config = test_config();
+        config.id_token.algorithm = alg;
+        let app = TestApp::with_config(config).await;
+        let m = app
+            .get("/.well-known/openid-configuration", &[])
+            .await
+            .json();
+        assert_eq!(
+            m["id_token_signing_alg_values_supported"],
+            serde_json::json!(expected)
+        );
+    }
+}
+
+#[tokio::test]
+async fn authorization_server_metadata_carries_the_authorization_endpoint_fields() {
+    let app = TestApp::new().await;
+    let r = app
+        .get("/.well-known/oauth-authorization-server", &[])
+        .await;
+    assert_eq!(r.header("cache-control"), Some("public, max-age=60"));
+    let m = r.json();
+    let oidc = app
+        .get("/.well-known/openid-configuration", &[])
+        .await
+        .json();
+    for key in [
+        "issuer",
+        "authorization_endpoint",
+        "token_endpoint",
+        "jwks_uri",
+        "revocation_endpoint",
+        "introspection_endpoint",
+        "response_types_supported",
+        "grant_types_supported",
+        "code_challenge_methods_supported",
+        "scopes_supported",
+        "token_endpoint_auth_methods_supported",
+        "authorization_response_iss_parameter_supported",
+    ] {
+        assert_eq!(m[key], oidc[key], "{key}");
+    }
+}

@@ -21,6 +21,7 @@ mod keys;
 mod nginx;
 mod oauth_token;
 mod observability;
+mod oidc;
 mod props;
 mod proxy;
 mod ratelimit;

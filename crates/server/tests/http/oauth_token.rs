@@ -250,7 +250,10 @@ async fn bad_token_requests_are_clean_4xx() {
     app.sign_up("hal").await;
     app.post_form(
         "/oauth/token",
-        &[("grant_type", "client_credentials"), ("client_id", "spa")],
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", "spa"),
+        ],
     )
     .await
     .assert_error(400, "unsupported_grant_type");
