@@ -229,6 +229,7 @@ impl Env {
                 user_agent: Some("cli-test/1.0".into()),
                 ip: Some("192.0.2.7".into()),
                 epoch,
+                parent_id: None,
             };
             assert_eq!(
                 store

@@ -109,6 +109,7 @@ async fn password_grant(
         // The epoch read with the user, before the password was verified: if a ban, password
         // change or "revoke all" lands meanwhile, the store refuses to create the session.
         epoch: user.session_epoch,
+        parent_id: None,
     };
     let refresh = Secret::generate();
     let first = NewRefreshToken {
