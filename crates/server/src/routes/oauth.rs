@@ -30,6 +30,9 @@ pub struct TokenRequest {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
 }
 
 pub async fn token(
@@ -43,7 +46,7 @@ pub async fn token(
         .grant_type
         .as_deref()
         .ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
-    if grant_type != "password" && grant_type != "refresh_token" {
+    if !["password", "refresh_token", "authorization_code"].contains(&grant_type) {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = clients::authenticate(
@@ -61,8 +64,23 @@ pub async fn token(
     }
     match grant_type {
         "password" => password_grant(&state, &client, &peer, req).await,
+        "authorization_code" => code_grant(&state, &client, &peer, &req).await,
         _ => refresh_grant(&state, &client, req).await,
     }
+}
+
+async fn code_grant(
+    state: &AppState,
+    client: &ClientConfig,
+    peer: &ClientInfo,
+    req: &TokenRequest,
+) -> ApiResult<Response> {
+    let code = crate::routes::oauth_code::CodeRequest {
+        code: req.code.as_deref(),
+        redirect_uri: req.redirect_uri.as_deref(),
+        code_verifier: req.code_verifier.as_deref(),
+    };
+    crate::routes::oauth_code::code_grant(state, client, peer, code).await
 }
 
 async fn password_grant(
