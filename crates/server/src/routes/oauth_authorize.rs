@@ -415,7 +415,7 @@ fn found(location: &str) -> Response {
 
 /// The 400 page shown at Latchkey when the request cannot be answered with a redirect. The
 /// text is fixed (never echoes the request).
-fn error_page(message: &'static str) -> Response {
+pub(crate) fn error_page(message: &'static str) -> Response {
     let body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error · Latchkey</title>\
          <link rel=\"stylesheet\" href=\"/assets/latchkey.css\"></head>\
@@ -437,6 +437,21 @@ fn error_page(message: &'static str) -> Response {
     response
 }
 
+/// Whether `path` may be where `/login` sends the browser after logging in: a path on the
+/// issuer only. One leading `/` (not `//`, which is another host), no backslash (browsers
+/// read `/\\host` as `//host`), no scheme, no space or control character, bounded.
+pub fn safe_return_path(path: &str) -> bool {
+    path.len() <= 4096
+        && path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && !path.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !path
+            .split(['?', '#'])
+            .next()
+            .is_some_and(|p| p.contains("/..") || p.contains("/./"))
+}
+
 /// RFC 6749 VSCHAR: %x20-7E.
 fn is_vschar(s: &str) -> bool {
     s.bytes().all(|b| (0x20..=0x7E).contains(&b))
@@ -444,4 +459,38 @@ fn is_vschar(s: &str) -> bool {
 
 fn truncate(name: &str) -> String {
     name.chars().take(32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_return_path;
+
+    #[test]
+    fn return_paths_stay_on_the_issuer() {
+        for ok in [
+            "/oauth/authorize?client_id=web&state=x",
+            "/oauth/authorize?state=/../x",
+            "/account",
+            "/",
+        ] {
+            assert!(safe_return_path(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example/",
+            "\\\\evil.example",
+            "/\tevil",
+            "/\t/evil.example",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+            " /account",
+            "/a/../..//evil",
+            "/\u{0}",
+        ] {
+            assert!(!safe_return_path(bad), "{bad:?}");
+        }
+        assert!(!safe_return_path(&format!("/{}", "a".repeat(5000))));
+    }
 }
