@@ -384,7 +384,11 @@ mod tests {
             vec!["ed-old".to_string()]
         );
         // Superseded by a newer RS256 key: retired after the longest lifetime.
-        let keys = vec![key("rsa", "RS256", 0), key("rsa-new", "RS256", 5), key("ed", "EdDSA", 0)];
+        let keys = vec![
+            key("rsa", "RS256", 0),
+            key("rsa-new", "RS256", 5),
+            key("ed", "EdDSA", 0),
+        ];
         assert!(retired(&keys, &both, at(5 + 15), ttl).is_empty());
         assert_eq!(
             retired(&keys, &both, at(5 + 15 + 3), ttl),

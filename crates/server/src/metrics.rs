@@ -277,7 +277,11 @@ impl Store for TimedStore {
         hash: &SecretHash,
         session: SessionId,
     ) -> StoreResult<bool> {
-        timed("record_code_session", self.0.record_code_session(hash, session)).await
+        timed(
+            "record_code_session",
+            self.0.record_code_session(hash, session),
+        )
+        .await
     }
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         timed("insert_signing_key", self.0.insert_signing_key(key)).await

@@ -103,13 +103,22 @@ pub async fn authorize(
         redirect_uri: &redirect_uri,
         state: echo_state.as_deref(),
     };
-    match decide(&state, &headers, client, &redirect_uri, &params, duplicated, &query).await {
+    match decide(
+        &state,
+        &headers,
+        client,
+        &redirect_uri,
+        &params,
+        duplicated,
+        &query,
+    )
+    .await
+    {
         Ok(Decision::Code(code)) => back.redirect(&[("code", &code)]),
         Ok(Decision::Login(location)) => found(&location),
-        Err(Outcome::Refused(r)) => back.redirect(&[
-            ("error", r.error),
-            ("error_description", &r.description),
-        ]),
+        Err(Outcome::Refused(r)) => {
+            back.redirect(&[("error", r.error), ("error_description", &r.description)])
+        }
         Err(Outcome::Api(e)) => e.into_response(),
     }
 }
@@ -192,7 +201,10 @@ async fn decide(
     }
     let scope = requested_scope(client, params.get("scope").copied())?;
     let nonce = params.get("nonce").map(|n| n.to_string());
-    if nonce.as_deref().is_some_and(|n| n.is_empty() || !is_vschar(n)) {
+    if nonce
+        .as_deref()
+        .is_some_and(|n| n.is_empty() || !is_vschar(n))
+    {
         return Err(refuse("invalid_request", "nonce is malformed").into());
     }
     let code_challenge = pkce_challenge(client, params)?;
@@ -206,9 +218,10 @@ async fn decide(
     };
     let max_age = match params.get("max_age") {
         None => None,
-        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(text.parse::<i64>().map_err(|_| refuse("invalid_request", "max_age is too large"))?)
-        }
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => Some(
+            text.parse::<i64>()
+                .map_err(|_| refuse("invalid_request", "max_age is too large"))?,
+        ),
         Some(_) => {
             return Err(refuse("invalid_request", "max_age must be a number of seconds").into());
         }
@@ -217,9 +230,8 @@ async fn decide(
 
     let session = signed_in(state, headers).await?;
     let now = state.clock.now();
-    let fresh_enough = |s: &Session| {
-        max_age.is_none_or(|max| (now - s.created_at).whole_seconds() <= max)
-    };
+    let fresh_enough =
+        |s: &Session| max_age.is_none_or(|max| (now - s.created_at).whole_seconds() <= max);
     let session = match (session, prompt) {
         (Some(s), Some(Prompt::None) | None) if fresh_enough(&s) => s,
         (_, Some(Prompt::None)) => {
@@ -300,11 +312,13 @@ fn requested_scope(client: &ClientConfig, requested: Option<&str>) -> Result<Str
     let Some(requested) = requested.filter(|r| !r.trim().is_empty()) else {
         return Ok(client.scopes.join(" "));
     };
-    if !requested
-        .bytes()
-        .all(|b| b == b' ' || (b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)))
-    {
-        return Err(refuse("invalid_scope", "scope has characters outside RFC 6749 §3.3"));
+    if !requested.bytes().all(|b| {
+        b == b' ' || (b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+    }) {
+        return Err(refuse(
+            "invalid_scope",
+            "scope has characters outside RFC 6749 §3.3",
+        ));
     }
     let mut allowed = client.scopes.clone();
     allowed.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
@@ -320,7 +334,10 @@ fn pkce_challenge(
     client: &ClientConfig,
     params: &HashMap<&str, &str>,
 ) -> Result<Option<String>, Refusal> {
-    match (params.get("code_challenge"), params.get("code_challenge_method")) {
+    match (
+        params.get("code_challenge"),
+        params.get("code_challenge_method"),
+    ) {
         (None, None) if client.kind == ClientKind::Confidential => Ok(None),
         (None, None) => Err(refuse(
             "invalid_request",
@@ -388,7 +405,11 @@ impl Back<'_> {
             all.push(("state", state));
         }
         all.push(("iss", self.issuer));
-        let separator = if self.redirect_uri.contains('?') { '&' } else { '?' };
+        let separator = if self.redirect_uri.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         let location = format!(
             "{}{separator}{}",
             self.redirect_uri,

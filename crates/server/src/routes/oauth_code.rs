@@ -10,7 +10,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use latchkey_core::{AuthCode, NewRefreshToken, RevokeReason, Secret, Session, SessionId, SessionKind};
+use latchkey_core::{
+    AuthCode, NewRefreshToken, RevokeReason, Secret, Session, SessionId, SessionKind,
+};
 use latchkey_store::{CodeOutcome, CreateOutcome};
 use latchkey_tokens::{IdTokenClaims, at_hash};
 use serde::Serialize;
@@ -130,8 +132,7 @@ pub async fn code_grant(
     );
 
     let scope = record.scope.clone();
-    let minted =
-        crate::issue::access_token(state, &session, &client.id, &client.audience, &scope)?;
+    let minted = crate::issue::access_token(state, &session, &client.id, &client.audience, &scope)?;
     let id_token = if scope.split(' ').any(|s| s == "openid") {
         let alg = state.config.id_token.algorithm;
         let claims = IdTokenClaims {
@@ -196,7 +197,8 @@ fn check_binding(
     match redirect_uri {
         Some(uri) if uri == record.redirect_uri => {}
         // Omitted at the authorization request too: only possible with a single registered URI.
-        None if client.redirect_uris.len() == 1 && client.redirect_uris[0] == record.redirect_uri => {}
+        None if client.redirect_uris.len() == 1
+            && client.redirect_uris[0] == record.redirect_uri => {}
         _ => return Err(mismatch("was issued for another redirect_uri")),
     }
     match (&record.code_challenge, verifier) {
@@ -218,7 +220,6 @@ fn check_binding(
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
 fn is_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
