@@ -1452,7 +1452,7 @@ pub async fn auth_codes_are_consumed_once(store: Arc<dyn Store>) {
         .expect("consume")
     {
         CodeOutcome::Consumed(got) => assert_eq!(
-            got,
+            *got,
             AuthCode {
                 consumed_at: Some(now),
                 ..code.clone()

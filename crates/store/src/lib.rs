@@ -118,7 +118,7 @@ pub enum RotateOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CodeOutcome {
     /// This caller consumed the code (it was unconsumed and unexpired): its record.
-    Consumed(AuthCode),
+    Consumed(Box<AuthCode>),
     /// The code was consumed before: a replay. The code is now marked replayed, so the
     /// exchange that consumed it, if it has not yet recorded its session, learns of the replay
     /// from [`Store::record_code_session`]. `issued_session` is the session the first use

@@ -388,7 +388,7 @@ impl Store for MemoryStore {
             }
             Some((code, _)) if now < code.expires_at => {
                 code.consumed_at = Some(now);
-                CodeOutcome::Consumed(code.clone())
+                CodeOutcome::Consumed(Box::new(code.clone()))
             }
             _ => CodeOutcome::Invalid,
         })

@@ -494,7 +494,9 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?;
         if let Some(row) = consumed {
-            return Ok(CodeOutcome::Consumed(crate::sql::decode_auth_code(&row)?));
+            return Ok(CodeOutcome::Consumed(Box::new(
+                crate::sql::decode_auth_code(&row)?,
+            )));
         }
         let replayed: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE auth_codes SET replayed_at = ? \

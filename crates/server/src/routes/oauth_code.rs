@@ -35,12 +35,10 @@ pub async fn code_grant(
     let Some(code_text) = req.code else {
         return Err(ApiError::InvalidRequest("code is required".into()));
     };
-    if let Some(verifier) = req.code_verifier {
-        if !is_verifier(verifier) {
-            return Err(ApiError::InvalidRequest(
-                "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)".into(),
-            ));
-        }
+    if req.code_verifier.is_some_and(|v| !is_verifier(v)) {
+        return Err(ApiError::InvalidRequest(
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1)".into(),
+        ));
     }
     let invalid = || ApiError::InvalidGrant("the authorization code is invalid or expired".into());
     let code = Secret::parse(code_text).ok_or_else(invalid)?;

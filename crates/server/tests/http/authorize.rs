@@ -380,16 +380,15 @@ async fn public_clients_need_pkce_with_s256() {
 async fn confidential_clients_may_omit_pkce_but_what_they_send_is_enforced() {
     let app = TestApp::with_config(config()).await;
     let b = signed_in(&app, "alice").await;
-    let basic = |code: String| async move {
-        let form = serde_urlencoded::to_string([
+    let basic = |code: String| {
+        serde_urlencoded::to_string([
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
             ("redirect_uri", WEB_CB),
             ("client_id", "web"),
             ("client_secret", WEB_SECRET),
         ])
-        .expect("form");
-        form
+        .expect("form")
     };
     let query = format!(
         "response_type=code&client_id=web&redirect_uri={}&state=s",
@@ -400,7 +399,7 @@ async fn confidential_clients_may_omit_pkce_but_what_they_send_is_enforced() {
         .post_raw(
             "/oauth/token",
             "application/x-www-form-urlencoded",
-            basic(code).await.into_bytes(),
+            basic(code).into_bytes(),
             &[],
         )
         .await;
@@ -426,7 +425,7 @@ async fn confidential_clients_may_omit_pkce_but_what_they_send_is_enforced() {
         .post_raw(
             "/oauth/token",
             "application/x-www-form-urlencoded",
-            basic(code).await.into_bytes(),
+            basic(code).into_bytes(),
             &[],
         )
         .await;

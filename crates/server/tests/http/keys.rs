@@ -193,14 +193,24 @@ async fn the_id_token_key_is_published_rotated_and_retired() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let both = kids_of(&app.get("/.well-known/jwks.json", &[]).await.json(), "RS256");
+    let both = kids_of(
+        &app.get("/.well-known/jwks.json", &[]).await.json(),
+        "RS256",
+    );
     assert_eq!(both.len(), 2, "the new ID-token key is pre-published");
     // Switched after the delay, retired once ID and access tokens of the old key expired.
     app.clock.advance(time::Duration::seconds(121));
-    latchkey_server::keys::reload(&app.state).await.expect("reload");
+    latchkey_server::keys::reload(&app.state)
+        .await
+        .expect("reload");
     app.clock.advance(time::Duration::minutes(18));
-    latchkey_server::keys::reload(&app.state).await.expect("reload");
-    let now = kids_of(&app.get("/.well-known/jwks.json", &[]).await.json(), "RS256");
+    latchkey_server::keys::reload(&app.state)
+        .await
+        .expect("reload");
+    let now = kids_of(
+        &app.get("/.well-known/jwks.json", &[]).await.json(),
+        "RS256",
+    );
     assert_eq!(now.len(), 1);
     assert_ne!(now, old);
     // An ID-token algorithm equal to the access-token one: a single key.
