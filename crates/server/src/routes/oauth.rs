@@ -191,6 +191,15 @@ async fn refresh_grant(
                 "the session has ended: the account was banned, its password changed or its sessions revoked".into(),
             ));
         }
+        // Standard login: the cookie session that approved it must still be alive (it may
+        // have idled out without ever being presented again).
+        if matches!(verdict, Presentation::Rotate | Presentation::Replay { .. })
+            && !crate::routes::oauth_code::parent_alive(state, &session).await?
+        {
+            return Err(ApiError::InvalidGrant(
+                "the login session at Latchkey has ended".into(),
+            ));
+        }
         match verdict {
             Presentation::Refuse(reason) => {
                 return Err(ApiError::InvalidGrant(reason.description().into()));

@@ -215,6 +215,30 @@ fn check_binding(
     }
 }
 
+/// Whether the cookie session a token session was issued under (if any) is still alive. A
+/// parent found past its idle timeout is revoked now (which ends its children, this one too):
+/// the single sign-on session idles out for every app it signed in, even if it is never
+/// presented again. Token sessions without a parent are unaffected.
+pub async fn parent_alive(state: &AppState, session: &Session) -> ApiResult<bool> {
+    let Some(parent_id) = session.parent_id else {
+        return Ok(true);
+    };
+    let now = state.clock.now();
+    let Some(parent) = state.store.session(parent_id).await? else {
+        return Ok(false);
+    };
+    if !parent.is_live(now) {
+        return Ok(false);
+    }
+    if parent.last_seen_at <= now - state.config.session.idle_timeout.as_time() {
+        state
+            .revoke_session(parent.id, RevokeReason::IdleTimeout)
+            .await?;
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
 fn is_verifier(v: &str) -> bool {
     (43..=128).contains(&v.len())

@@ -737,3 +737,110 @@ async fn nothing_is_a_server_error() {
     }
     let _ = ORIGIN;
 }
+
+#[tokio::test]
+async fn an_idle_cookie_session_ends_its_token_sessions_at_their_next_refresh() {
+    let app = TestApp::with_config(config()).await;
+    let b = signed_in(&app, "alice").await;
+    let code = code_for(&app, &b, &[]).await;
+    let r = spa_exchange(&app, &code).await;
+    let refresh = r.str_field("refresh_token");
+    let pair = app.rotate(&refresh).await;
+    // A password-grant session (no parent) is not affected by any cookie session.
+    let plain = app.login_again("alice").await;
+    app.clock.advance(time::Duration::hours(25));
+    app.refresh(&pair.refresh)
+        .await
+        .assert_error(400, "invalid_grant");
+    let cookie = app
+        .store
+        .session(SessionId::parse(&b.sid).expect("sid"))
+        .await;
+    let cookie = cookie.expect("store").expect("session");
+    assert_eq!(
+        cookie.revoke_reason,
+        Some(latchkey_core::RevokeReason::IdleTimeout),
+        "the idle parent is recorded as ended"
+    );
+    assert_eq!(app.refresh(&plain.refresh).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_exchanges_of_one_code_issue_at_most_one_live_session() {
+    let app = std::sync::Arc::new(TestApp::with_config(config()).await);
+    let b = signed_in(&app, "alice").await;
+    for _ in 0..5 {
+        let code = code_for(&app, &b, &[]).await;
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let app = app.clone();
+                let code = code.clone();
+                tokio::spawn(async move { spa_exchange(&app, &code).await })
+            })
+            .collect();
+        let mut issued = Vec::new();
+        for task in tasks {
+            let r = task.await.expect("task");
+            if r.status == StatusCode::OK {
+                issued.push(r.str_field("refresh_token"));
+            } else {
+                r.assert_error(400, "invalid_grant");
+            }
+        }
+        assert!(issued.len() <= 1, "one code, one session at most");
+        // Every other presentation was a replay: the session of the first use is gone.
+        for refresh in issued {
+            app.refresh(&refresh)
+                .await
+                .assert_error(400, "invalid_grant");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_or_ban_ends_the_child_token_sessions() {
+    let mut c = config();
+    c.admin_token = Some(Redacted("admin-token-0123456789".into()));
+    let app = TestApp::with_config(c).await;
+    let b = signed_in(&app, "alice").await;
+    let code = code_for(&app, &b, &[]).await;
+    let refresh = spa_exchange(&app, &code).await.str_field("refresh_token");
+    let r = app
+        .as_browser(
+            &b,
+            "POST",
+            "/v1/password",
+            Some(&serde_json::json!({
+                "current_password": crate::harness::PASSWORD,
+                "new_password": "another horse battery staple"
+            })),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    app.refresh(&refresh)
+        .await
+        .assert_error(400, "invalid_grant");
+    // The kept cookie session signs in again; then a ban ends everything.
+    let code = code_for(&app, &b, &[]).await;
+    let r = spa_exchange(&app, &code).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let refresh = r.str_field("refresh_token");
+    let user = jwt_part(&r.str_field("access_token"), 1)["sub"]
+        .as_str()
+        .expect("sub")
+        .to_string();
+    let r = app
+        .call(
+            "POST",
+            &format!("/admin/v1/users/{user}/ban"),
+            &[("authorization", "Bearer admin-token-0123456789")],
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text());
+    app.refresh(&refresh)
+        .await
+        .assert_error(400, "invalid_grant");
+    let r = authorize(&app, Some(&b), &spa_query(&[("prompt", "none")])).await;
+    assert_redirect_error(&app, &r, "login_required");
+}
