@@ -12,8 +12,8 @@ pub mod username;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use model::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, Session, SessionId,
-    SessionKind, User, UserId,
+    AUTH_CODE_RETENTION, AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent,
+    RevokeReason, Session, SessionId, SessionKind, User, UserId,
 };
 pub use policy::{Presentation, RefusalReason, TokenPolicy, judge_presentation};
 pub use secret::{SealError, Secret, SecretHash, open_successor, seal_successor};

@@ -203,6 +203,10 @@ pub struct Session {
     /// moved since; a session kept across "revoke others" or a password change is re-stamped
     /// with the new epoch in the same step.
     pub epoch: u64,
+    /// Standard login: the cookie session that approved the authorization code this token
+    /// session was issued for. Ending the parent ends its children, in the same store step
+    /// where the backend allows. A child is created only while its parent is live.
+    pub parent_id: Option<SessionId>,
 }
 
 impl Session {
@@ -240,3 +244,32 @@ pub struct NewRefreshToken {
     pub client_id: String,
     pub issued_at: OffsetDateTime,
 }
+
+/// An authorization code as stored (only its hash) with everything it is bound to. Single use:
+/// [`AuthCode::consumed_at`] is set once, atomically, by the one exchange that redeems it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCode {
+    pub hash: SecretHash,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// PKCE: the S256 `code_challenge`, when the request carried one.
+    pub code_challenge: Option<String>,
+    pub user_id: UserId,
+    /// The cookie session (single sign-on session) that approved the code.
+    pub session_id: SessionId,
+    pub nonce: Option<String>,
+    /// When the user authenticated (the cookie session's login).
+    pub auth_time: OffsetDateTime,
+    /// The granted scope (space-separated).
+    pub scope: String,
+    pub created_at: OffsetDateTime,
+    /// At most 60 s after `created_at`.
+    pub expires_at: OffsetDateTime,
+    pub consumed_at: Option<OffsetDateTime>,
+    /// The token session the one exchange created (so a replay can revoke it).
+    pub issued_session: Option<SessionId>,
+}
+
+/// How long a used or expired code is kept so that a replay still finds (and revokes) the
+/// session its first use created. `purge_expired` drops codes older than this past their end.
+pub const AUTH_CODE_RETENTION: time::Duration = time::Duration::hours(1);

@@ -123,6 +123,7 @@ mod tests {
             user_agent: None,
             ip: None,
             epoch: 0,
+            parent_id: None,
         }
     }
 

@@ -31,7 +31,26 @@ function errorText(result) {
   return (result.data && result.data.error_description) || `request failed (${result.status})`;
 }
 
+// Where to go after login: `return_to` only when it is a path on this origin (one leading
+// "/", no "//", no backslash, no scheme, no control or space characters), else the account
+// page. The server refuses other values too (/login answers 400); this is the same rule.
+function returnPath(params) {
+  const raw = params.get("return_to");
+  if (raw === null || raw.length > 4096) return null;
+  if (!raw.startsWith("/") || raw.startsWith("//") || raw.includes("\\")) return null;
+  if (/[\u0000-\u0020\u007f]/.test(raw)) return null;
+  let url;
+  try { url = new URL(raw, location.origin); } catch (_) { return null; }
+  if (url.origin !== location.origin) return null;
+  // The absolute URL: a normalised path such as "//host" can never be read as another host.
+  return url.href;
+}
+
 async function loginPage() {
+  const params = new URLSearchParams(location.search);
+  const back = returnPath(params);
+  const hint = params.get("login_hint");
+  if (hint && hint.length <= 256) document.getElementById("username").value = hint;
   // The handler goes on first: a submit before it is attached would be the browser's own
   // (a GET with the password in the URL).
   document.getElementById("login-form").addEventListener("submit", async (event) => {
@@ -40,8 +59,10 @@ async function loginPage() {
       username: document.getElementById("username").value,
       password: document.getElementById("password").value,
     });
-    if (result.status === 200) { location.assign("/account"); } else { show(errorText(result)); }
+    if (result.status === 200) { location.assign(back || "/account"); } else { show(errorText(result)); }
   });
+  // Sent here by /oauth/authorize: always log in (prompt=login asks for a fresh login).
+  if (back) return;
   const current = await api("GET", "/v1/session");
   if (current.status === 200) location.replace("/account");
 }

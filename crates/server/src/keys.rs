@@ -5,6 +5,10 @@
 //! see it before any token made with it; superseded when a newer key activates; deleted once
 //! every token it signed has expired. Every instance reloads the key set periodically, so a
 //! rotation made anywhere reaches all of them.
+//!
+//! Two algorithms may be in use: the access-token one (`[access_token] algorithm`) and the
+//! ID-token one (`[id_token] algorithm`, RS256 by default). Each has its own current key,
+//! generated, rotated and retired by the same rules; both are in the JWKS.
 use crate::state::{AppState, StartError};
 use latchkey_store::{Store, StoreError, StoredKey};
 use latchkey_tokens::{Algorithm, KeyRing, SigningKey};
@@ -16,14 +20,38 @@ pub const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// instance reload lag and verifier clock skew.
 const RETIRE_MARGIN: Duration = Duration::minutes(2);
 
-/// Loads the key set, generating the first key (active at once) when there is none of the
-/// configured algorithm.
+/// The algorithms keys are kept for: the access-token one first, then the ID-token one if it
+/// differs.
+pub fn algorithms_in_use(access: Algorithm, id_token: Algorithm) -> Vec<Algorithm> {
+    if access == id_token {
+        vec![access]
+    } else {
+        vec![access, id_token]
+    }
+}
+
+/// Loads the key set, generating the first key (active at once) of each algorithm in use
+/// (access tokens, ID tokens) that has none.
 pub async fn load_or_create(
     store: &dyn Store,
     algorithm: Algorithm,
+    id_token_algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> Result<KeyRing, StartError> {
     let mut stored = store.signing_keys().await?;
+    for alg in algorithms_in_use(algorithm, id_token_algorithm) {
+        stored = create_first_key(store, alg, stored, now).await?;
+    }
+    ring_from(&stored, algorithm, id_token_algorithm, now)
+}
+
+/// Generates the first key of `algorithm` when `stored` has none; returns the stored set.
+async fn create_first_key(
+    store: &dyn Store,
+    algorithm: Algorithm,
+    mut stored: Vec<StoredKey>,
+    now: OffsetDateTime,
+) -> Result<Vec<StoredKey>, StartError> {
     if !stored.iter().any(|k| k.algorithm == algorithm.as_str()) {
         // Instances started together on a fresh store all get here. Each proposes its key
         // under the same stored id (derived from what they all read), so the store's unique
@@ -49,7 +77,7 @@ pub async fn load_or_create(
         }
         stored = store.signing_keys().await?;
     }
-    ring_from(&stored, algorithm, now)
+    Ok(stored)
 }
 
 /// The `kid` every instance proposes for the first key of `algorithm`: the same for all that
@@ -103,20 +131,26 @@ pub fn published_kid(k: &StoredKey) -> Result<String, StartError> {
     Ok(load_stored(k)?.kid().to_string())
 }
 
-/// The ring of every stored key, signing with the newest active key of `algorithm`.
+/// The ring of every stored key, signing access tokens with the newest active key of
+/// `algorithm` and ID tokens with the newest active key of `id_token_algorithm`.
 fn ring_from(
     stored: &[StoredKey],
     algorithm: Algorithm,
+    id_token_algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> Result<KeyRing, StartError> {
-    let signing = signing_key(stored, algorithm, now)
-        .ok_or_else(|| StartError::Other(format!("no active {algorithm} signing key")))?;
-    let signing_kid = published_kid(signing)?;
+    let current = |alg: Algorithm| {
+        signing_key(stored, alg, now)
+            .ok_or_else(|| StartError::Other(format!("no active {alg} signing key")))
+            .and_then(published_kid)
+    };
+    let signing_kid = current(algorithm)?;
+    let id_kid = current(id_token_algorithm)?;
     let keys = stored
         .iter()
         .map(load_stored)
         .collect::<Result<Vec<_>, StartError>>()?;
-    Ok(KeyRing::new(keys, &signing_kid)?)
+    Ok(KeyRing::with_signers(keys, &signing_kid, &[&id_kid])?)
 }
 
 /// Newest key of `algorithm` that is active at `now`; if none is active yet (only pending
@@ -149,18 +183,29 @@ fn to_stored(key: &SigningKey, activates_at: OffsetDateTime) -> StoredKey {
     }
 }
 
-/// Creates a new key of the configured algorithm: published now, signing after
-/// `keys.publish_delay`. Returns its kid.
+/// Creates a new key of each algorithm in use: published now, signing after
+/// `keys.publish_delay`. Returns the kid of the new access-token key.
 pub async fn rotate(state: &AppState) -> Result<String, StartError> {
+    let id_alg = state.config.id_token.algorithm;
+    let access_alg = state.config.access_token.algorithm;
+    if id_alg != access_alg {
+        insert_new_key(state, id_alg).await?;
+    }
+    let kid = insert_new_key(state, access_alg).await?;
+    reload(state).await?;
+    Ok(kid)
+}
+
+/// Stores a new key of `algorithm`, published now and signing after `keys.publish_delay`.
+async fn insert_new_key(state: &AppState, algorithm: Algorithm) -> Result<String, StartError> {
     let now = state.clock.now();
-    let key = SigningKey::generate(state.config.access_token.algorithm, now)?;
+    let key = SigningKey::generate(algorithm, now)?;
     let activates_at = now + state.config.keys.publish_delay.as_time();
     state
         .store
         .insert_signing_key(&to_stored(&key, activates_at))
         .await?;
-    tracing::warn!(target: "latchkey::security", kid = key.kid(), %activates_at, "signing key rotated");
-    reload(state).await?;
+    tracing::warn!(target: "latchkey::security", kid = key.kid(), %algorithm, %activates_at, "signing key rotated");
     Ok(key.kid().to_string())
 }
 
@@ -169,43 +214,74 @@ pub async fn rotate(state: &AppState) -> Result<String, StartError> {
 pub async fn reload(state: &AppState) -> Result<(), StartError> {
     let now = state.clock.now();
     let algorithm = state.config.access_token.algorithm;
-    let stored = state.store.signing_keys().await?;
-    let rotate_every = state.config.keys.rotate_every.as_time();
-    let newest = stored
-        .iter()
-        .filter(|k| k.algorithm == algorithm.as_str())
-        .map(|k| k.created_at)
-        .max();
-    if rotate_every > Duration::ZERO && newest.is_some_and(|created| now - created >= rotate_every)
-    {
-        // `rotate` reloads again once the new key is stored.
-        return Box::pin(rotate(state)).await.map(|_| ());
+    let id_algorithm = state.config.id_token.algorithm;
+    let in_use = algorithms_in_use(algorithm, id_algorithm);
+    let mut stored = state.store.signing_keys().await?;
+    // An algorithm newly configured (e.g. the ID-token key of an older install) gets its key.
+    for &alg in &in_use {
+        stored = create_first_key(state.store.as_ref(), alg, stored, now).await?;
     }
-    for kid in retired(&stored, algorithm, now, state.policy.access_ttl) {
+    let rotate_every = state.config.keys.rotate_every.as_time();
+    let mut rotated = false;
+    for &alg in &in_use {
+        let newest = stored
+            .iter()
+            .filter(|k| k.algorithm == alg.as_str())
+            .map(|k| k.created_at)
+            .max();
+        if rotate_every > Duration::ZERO
+            && newest.is_some_and(|created| now - created >= rotate_every)
+        {
+            insert_new_key(state, alg).await?;
+            rotated = true;
+        }
+    }
+    if rotated {
+        stored = state.store.signing_keys().await?;
+    }
+    // Keys may have signed ID tokens too: they stay until those have expired as well.
+    let longest = state
+        .policy
+        .access_ttl
+        .max(state.config.id_token.ttl.as_time());
+    for kid in retired(&stored, &in_use, now, longest) {
         if state.store.delete_signing_key(&kid).await? {
             tracing::info!(kid = %kid, "retired signing key removed from the JWKS");
         }
     }
     let stored = state.store.signing_keys().await?;
-    state.set_keyring(ring_from(&stored, algorithm, now)?);
+    state.set_keyring(ring_from(&stored, algorithm, id_algorithm, now)?);
     Ok(())
 }
 
-/// Keys that no token still alive can have been signed with: superseded (a newer key of any
-/// algorithm became the signer) more than the access-token lifetime ago.
+/// Keys that no token still alive can have been signed with: superseded more than the
+/// longest token lifetime ago, by a newer key of their own algorithm if it is in use, else
+/// by the current key of the first algorithm in use (the access-token one). The current key
+/// of each algorithm in use is never retired.
 fn retired(
     stored: &[StoredKey],
-    algorithm: Algorithm,
+    in_use: &[Algorithm],
     now: OffsetDateTime,
-    access_ttl: Duration,
+    longest_ttl: Duration,
 ) -> Vec<String> {
-    let Some(current) = signing_key(stored, algorithm, now) else {
+    let currents: Vec<(Algorithm, &StoredKey)> = in_use
+        .iter()
+        .filter_map(|&alg| signing_key(stored, alg, now).map(|k| (alg, k)))
+        .collect();
+    let Some(&(_, fallback)) = currents.first() else {
         return Vec::new();
     };
     stored
         .iter()
-        .filter(|k| k.kid != current.kid && k.activates_at < current.activates_at)
-        .filter(|_| now - current.activates_at > access_ttl + RETIRE_MARGIN)
+        .filter(|k| currents.iter().all(|(_, c)| c.kid != k.kid))
+        .filter(|k| {
+            let current = currents
+                .iter()
+                .find(|(alg, _)| alg.as_str() == k.algorithm)
+                .map_or(fallback, |(_, c)| *c);
+            k.activates_at < current.activates_at
+                && now - current.activates_at > longest_ttl + RETIRE_MARGIN
+        })
         .map(|k| k.kid.clone())
         .collect()
 }
@@ -278,17 +354,51 @@ mod tests {
     fn a_superseded_key_retires_after_the_longest_token_lifetime() {
         let keys = vec![key("old", "EdDSA", 0), key("new", "EdDSA", 5)];
         let ttl = Duration::minutes(15);
+        let ed = [Algorithm::EdDSA];
         assert!(
-            retired(&keys, Algorithm::EdDSA, at(4), ttl).is_empty(),
+            retired(&keys, &ed, at(4), ttl).is_empty(),
             "old still signs"
         );
         assert!(
-            retired(&keys, Algorithm::EdDSA, at(5 + 15), ttl).is_empty(),
+            retired(&keys, &ed, at(5 + 15), ttl).is_empty(),
             "tokens of old may live"
         );
         assert_eq!(
-            retired(&keys, Algorithm::EdDSA, at(5 + 15 + 3), ttl),
+            retired(&keys, &ed, at(5 + 15 + 3), ttl),
             vec!["old".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_id_token_key_retires_only_by_its_own_successor() {
+        let both = [Algorithm::EdDSA, Algorithm::RS256];
+        let ttl = Duration::minutes(15);
+        // The access key rotated long ago; the RS256 key is still the ID-token signer.
+        let keys = vec![
+            key("rsa", "RS256", 0),
+            key("ed-old", "EdDSA", 0),
+            key("ed-new", "EdDSA", 5),
+        ];
+        assert_eq!(
+            retired(&keys, &both, at(60), ttl),
+            vec!["ed-old".to_string()]
+        );
+        // Superseded by a newer RS256 key: retired after the longest lifetime.
+        let keys = vec![
+            key("rsa", "RS256", 0),
+            key("rsa-new", "RS256", 5),
+            key("ed", "EdDSA", 0),
+        ];
+        assert!(retired(&keys, &both, at(5 + 15), ttl).is_empty());
+        assert_eq!(
+            retired(&keys, &both, at(5 + 15 + 3), ttl),
+            vec!["rsa".to_string()]
+        );
+        // RS256 no longer in use: its key goes once the access key has superseded it.
+        let keys = vec![key("rsa", "RS256", 0), key("ed", "EdDSA", 5)];
+        assert_eq!(
+            retired(&keys, &[Algorithm::EdDSA], at(5 + 15 + 3), ttl),
+            vec!["rsa".to_string()]
         );
     }
 }

@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/users/{id}/sessions", delete(routes::admin::revoke_sessions))
         .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
+        .route("/oauth/authorize", get(routes::oauth_authorize::authorize))
         .route("/oauth/revoke", post(routes::oauth::revoke))
         .route(
             "/oauth/userinfo",

@@ -262,6 +262,27 @@ impl Store for TimedStore {
         )
         .await
     }
+    async fn insert_auth_code(&self, code: &latchkey_core::AuthCode) -> StoreResult<()> {
+        timed("insert_auth_code", self.0.insert_auth_code(code)).await
+    }
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: time::OffsetDateTime,
+    ) -> StoreResult<latchkey_store::CodeOutcome> {
+        timed("consume_auth_code", self.0.consume_auth_code(hash, now)).await
+    }
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        timed(
+            "record_code_session",
+            self.0.record_code_session(hash, session),
+        )
+        .await
+    }
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         timed("insert_signing_key", self.0.insert_signing_key(key)).await
     }

@@ -63,9 +63,13 @@ impl AppState {
     ) -> Result<Self, StartError> {
         crate::metrics::handle();
         let store: Arc<dyn Store> = Arc::new(crate::metrics::TimedStore(store));
-        let keyring =
-            keys::load_or_create(store.as_ref(), config.access_token.algorithm, clock.now())
-                .await?;
+        let keyring = keys::load_or_create(
+            store.as_ref(),
+            config.access_token.algorithm,
+            config.id_token.algorithm,
+            clock.now(),
+        )
+        .await?;
         let passwords =
             Passwords::new(&config.password).map_err(|e| StartError::Other(e.to_string()))?;
         let policy = TokenPolicy {

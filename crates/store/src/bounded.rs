@@ -8,13 +8,13 @@
 //! off this way may still have been applied by the server (its answer was lost), exactly as
 //! when a connection drops after a commit; a transaction that had not committed is rolled back.
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
-    User, UserId,
+    AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session,
+    SessionId, User, UserId,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -206,6 +206,38 @@ impl<S: Store> Store for Bounded<S> {
         )
         .await
     }
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        within(
+            self.limits.call,
+            "insert_auth_code",
+            self.inner.insert_auth_code(code),
+        )
+        .await
+    }
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        within(
+            self.limits.call,
+            "consume_auth_code",
+            self.inner.consume_auth_code(hash, now),
+        )
+        .await
+    }
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        within(
+            self.limits.call,
+            "record_code_session",
+            self.inner.record_code_session(hash, session),
+        )
+        .await
+    }
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         within(
             self.limits.call,
@@ -338,6 +370,19 @@ mod tests {
             _: Option<&[u8]>,
             _: OffsetDateTime,
         ) -> StoreResult<RotateOutcome> {
+            std::future::pending().await
+        }
+        async fn insert_auth_code(&self, _: &AuthCode) -> StoreResult<()> {
+            std::future::pending().await
+        }
+        async fn consume_auth_code(
+            &self,
+            _: &SecretHash,
+            _: OffsetDateTime,
+        ) -> StoreResult<CodeOutcome> {
+            std::future::pending().await
+        }
+        async fn record_code_session(&self, _: &SecretHash, _: SessionId) -> StoreResult<bool> {
             std::future::pending().await
         }
         async fn insert_signing_key(&self, _: &StoredKey) -> StoreResult<()> {

@@ -4,11 +4,12 @@
 //! with an async expression that yields a fresh, isolated [`TestStore`]; every case below
 //! becomes one `#[tokio::test]`.
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoredKey, UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoredKey,
+    UserChange,
 };
 use latchkey_core::{
-    NewRefreshToken, Revocation, RevokeReason, Secret, SecretHash, Session, SessionId, SessionKind,
-    User, UserId,
+    AuthCode, NewRefreshToken, Revocation, RevokeReason, Secret, SecretHash, Session, SessionId,
+    SessionKind, User, UserId,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -52,7 +53,10 @@ macro_rules! store_conformance_tests {
             live_sessions_are_counted, purge_removes_only_what_can_no_longer_matter,
             epoch_advance_restamps_only_a_current_survivor, stale_sessions_are_neither_created_nor_rotated,
             logins_racing_a_ban_never_outlive_it, logins_racing_a_password_change_never_outlive_it,
-            logins_racing_revoke_all_never_outlive_it, logins_racing_revoke_others_never_outlive_it
+            logins_racing_revoke_all_never_outlive_it, logins_racing_revoke_others_never_outlive_it,
+            auth_codes_are_consumed_once, auth_code_replay_finds_the_issued_session,
+            auth_code_race_has_one_winner, revoking_a_parent_revokes_its_children,
+            children_need_a_live_parent_of_the_same_user
         );
     };
 }
@@ -114,6 +118,7 @@ fn token_session(user: UserId, created: OffsetDateTime, ttl: Duration) -> Sessio
         user_agent: Some("conformance/1.0".into()),
         ip: Some("127.0.0.1".into()),
         epoch: 0,
+        parent_id: None,
     }
 }
 
@@ -1389,4 +1394,359 @@ async fn login_race(store: Arc<dyn Store>, event: Event) {
         refused > 0 && revoked > 0,
         "{event:?}: {refused} refused at creation, {revoked} revoked: no race happened"
     );
+}
+
+fn auth_code(user: UserId, session: SessionId, created: OffsetDateTime) -> (AuthCode, Secret) {
+    let secret = Secret::generate();
+    let code = AuthCode {
+        hash: secret.hash(),
+        client_id: "web".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        user_id: user,
+        session_id: session,
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        auth_time: created - Duration::minutes(3),
+        scope: "openid profile read".into(),
+        created_at: created,
+        expires_at: created + Duration::seconds(60),
+        consumed_at: None,
+        issued_session: None,
+    };
+    (code, secret)
+}
+
+/// A user with a live cookie session (the parent of standard-login token sessions).
+async fn signed_in(store: &dyn Store) -> (User, Session) {
+    let u = user(&format!("u{}", UserId::new().0.simple()));
+    store.create_user(&u).await.expect("create user");
+    let (c, _) = cookie_session(u.id, t0());
+    assert_eq!(
+        store.create_session(&c, None).await.expect("create cookie"),
+        CreateOutcome::Created
+    );
+    (u, c)
+}
+
+fn child_of(parent: &Session, created: OffsetDateTime) -> Session {
+    Session {
+        parent_id: Some(parent.id),
+        client_id: Some("web".into()),
+        ..token_session(parent.user_id, created, Duration::days(1))
+    }
+}
+
+pub async fn auth_codes_are_consumed_once(store: Arc<dyn Store>) {
+    let (u, c) = signed_in(store.as_ref()).await;
+    let (code, _) = auth_code(u.id, c.id, t0());
+    store.insert_auth_code(&code).await.expect("insert");
+    let err = store
+        .insert_auth_code(&code)
+        .await
+        .expect_err("same hash twice");
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let now = t0() + Duration::seconds(5);
+    match store
+        .consume_auth_code(&code.hash, now)
+        .await
+        .expect("consume")
+    {
+        CodeOutcome::Consumed(got) => assert_eq!(
+            *got,
+            AuthCode {
+                consumed_at: Some(now),
+                ..code.clone()
+            }
+        ),
+        other => panic!("first use must consume: {other:?}"),
+    }
+    assert_eq!(
+        store
+            .consume_auth_code(&code.hash, now)
+            .await
+            .expect("again"),
+        CodeOutcome::Replayed {
+            issued_session: None
+        }
+    );
+    // Unknown and expired codes: nothing to consume, nothing changed.
+    assert_eq!(
+        store
+            .consume_auth_code(&Secret::generate().hash(), now)
+            .await
+            .expect("unknown"),
+        CodeOutcome::Invalid
+    );
+    let (late, _) = auth_code(u.id, c.id, t0());
+    store.insert_auth_code(&late).await.expect("insert");
+    assert_eq!(
+        store
+            .consume_auth_code(&late.hash, t0() + Duration::seconds(60))
+            .await
+            .expect("expired"),
+        CodeOutcome::Invalid
+    );
+    assert_eq!(
+        store
+            .consume_auth_code(&late.hash, t0() + Duration::seconds(61))
+            .await
+            .expect("still expired"),
+        CodeOutcome::Invalid
+    );
+    // Purge drops codes only once their retention has passed.
+    let before = t0() + Duration::seconds(60) + latchkey_core::AUTH_CODE_RETENTION;
+    store
+        .purge_expired(before - Duration::seconds(1), 100)
+        .await
+        .expect("purge");
+    assert!(matches!(
+        store
+            .consume_auth_code(&code.hash, now)
+            .await
+            .expect("kept"),
+        CodeOutcome::Replayed { .. }
+    ));
+    store.purge_expired(before, 100).await.expect("purge");
+    assert_eq!(
+        store
+            .consume_auth_code(&code.hash, now)
+            .await
+            .expect("gone"),
+        CodeOutcome::Invalid
+    );
+}
+
+pub async fn auth_code_replay_finds_the_issued_session(store: Arc<dyn Store>) {
+    let (u, c) = signed_in(store.as_ref()).await;
+    let now = t0() + Duration::seconds(1);
+    // Recorded before the replay: the replay names the session.
+    let (code, _) = auth_code(u.id, c.id, t0());
+    store.insert_auth_code(&code).await.expect("insert");
+    assert!(matches!(
+        store
+            .consume_auth_code(&code.hash, now)
+            .await
+            .expect("consume"),
+        CodeOutcome::Consumed(_)
+    ));
+    let issued = SessionId::new();
+    assert!(
+        store
+            .record_code_session(&code.hash, issued)
+            .await
+            .expect("record")
+    );
+    assert_eq!(
+        store
+            .consume_auth_code(&code.hash, now)
+            .await
+            .expect("replay"),
+        CodeOutcome::Replayed {
+            issued_session: Some(issued)
+        }
+    );
+    // A replay between the consume and the record: the record reports it.
+    let (raced, _) = auth_code(u.id, c.id, t0());
+    store.insert_auth_code(&raced).await.expect("insert");
+    assert!(matches!(
+        store
+            .consume_auth_code(&raced.hash, now)
+            .await
+            .expect("consume"),
+        CodeOutcome::Consumed(_)
+    ));
+    assert_eq!(
+        store
+            .consume_auth_code(&raced.hash, now)
+            .await
+            .expect("replay"),
+        CodeOutcome::Replayed {
+            issued_session: None
+        }
+    );
+    assert!(
+        !store
+            .record_code_session(&raced.hash, SessionId::new())
+            .await
+            .expect("record after replay")
+    );
+    // An unconsumed or unknown code records nothing.
+    let (fresh, _) = auth_code(u.id, c.id, t0());
+    store.insert_auth_code(&fresh).await.expect("insert");
+    assert!(
+        !store
+            .record_code_session(&fresh.hash, SessionId::new())
+            .await
+            .expect("record unconsumed")
+    );
+    assert!(matches!(
+        store
+            .consume_auth_code(&fresh.hash, now)
+            .await
+            .expect("consume"),
+        CodeOutcome::Consumed(_)
+    ));
+}
+
+pub async fn auth_code_race_has_one_winner(store: Arc<dyn Store>) {
+    let (u, c) = signed_in(store.as_ref()).await;
+    for _ in 0..20 {
+        let (code, _) = auth_code(u.id, c.id, t0());
+        store.insert_auth_code(&code).await.expect("insert");
+        let tasks: Vec<_> = (0..RACE_TASKS)
+            .map(|_| {
+                let store = store.clone();
+                let hash = code.hash;
+                tokio::spawn(async move {
+                    store
+                        .consume_auth_code(&hash, t0() + Duration::seconds(1))
+                        .await
+                        .expect("consume")
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.expect("task") {
+                CodeOutcome::Consumed(_) => winners += 1,
+                CodeOutcome::Replayed { .. } => {}
+                CodeOutcome::Invalid => panic!("a known live code is never invalid"),
+            }
+        }
+        assert_eq!(winners, 1, "exactly one exchange consumes a code");
+    }
+}
+
+pub async fn revoking_a_parent_revokes_its_children(store: Arc<dyn Store>) {
+    let (u, parent) = signed_in(store.as_ref()).await;
+    let a = child_of(&parent, t0());
+    let (first, first_secret) = new_token(&a, t0());
+    assert_eq!(
+        store
+            .create_session(&a, Some(&first))
+            .await
+            .expect("child a"),
+        CreateOutcome::Created
+    );
+    let b = child_of(&parent, t0());
+    assert_eq!(
+        store.create_session(&b, None).await.expect("child b"),
+        CreateOutcome::Created
+    );
+    let got = store.session(a.id).await.expect("get").expect("exists");
+    assert_eq!(got.parent_id, Some(parent.id));
+    let (_, via_token) = store
+        .refresh_token(&first_secret.hash())
+        .await
+        .expect("lookup")
+        .expect("exists");
+    assert_eq!(via_token.parent_id, Some(parent.id));
+    // Another cookie session of the same user and a child of it stay alive.
+    let (other, _) = cookie_session(u.id, t0());
+    assert_eq!(
+        store.create_session(&other, None).await.expect("other"),
+        CreateOutcome::Created
+    );
+    let other_child = child_of(&other, t0());
+    assert_eq!(
+        store
+            .create_session(&other_child, None)
+            .await
+            .expect("other child"),
+        CreateOutcome::Created
+    );
+    let cursor = store
+        .revocations_after(0, 1000, t0())
+        .await
+        .expect("feed")
+        .last()
+        .map_or(0, |e| e.cursor);
+    let at = t0() + Duration::seconds(10);
+    assert!(
+        store
+            .revoke_session(parent.id, &rev(RevokeReason::Logout, at))
+            .await
+            .expect("revoke parent")
+    );
+    for id in [parent.id, a.id, b.id] {
+        let s = store.session(id).await.expect("get").expect("exists");
+        assert_eq!(s.revoked_at, Some(at), "{id} revoked with its parent");
+        assert_eq!(s.revoke_reason, Some(RevokeReason::Logout));
+    }
+    for id in [other.id, other_child.id] {
+        let s = store.session(id).await.expect("get").expect("exists");
+        assert!(s.revoked_at.is_none(), "{id} is not a child of the parent");
+    }
+    let mut fed: Vec<SessionId> = store
+        .revocations_after(cursor, 1000, at)
+        .await
+        .expect("feed")
+        .into_iter()
+        .map(|e| e.sid)
+        .collect();
+    fed.sort();
+    let mut expected = vec![parent.id, a.id, b.id];
+    expected.sort();
+    assert_eq!(fed, expected, "one feed event per session ended");
+    // The child's refresh token no longer rotates.
+    let (next, _) = new_token(&a, at);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&first_secret.hash(), &next, None, at)
+            .await
+            .expect("rotate"),
+        RotateOutcome::NotRotated
+    );
+    // Revoking a child alone leaves its parent alone.
+    assert!(
+        store
+            .revoke_session(other_child.id, &rev(RevokeReason::Logout, at))
+            .await
+            .expect("revoke child")
+    );
+    let s = store.session(other.id).await.expect("get").expect("exists");
+    assert!(s.revoked_at.is_none());
+}
+
+pub async fn children_need_a_live_parent_of_the_same_user(store: Arc<dyn Store>) {
+    let (_, parent) = signed_in(store.as_ref()).await;
+    let (stranger, strangers) = signed_in(store.as_ref()).await;
+    // A parent of another user.
+    let foreign = Session {
+        user_id: stranger.id,
+        ..child_of(&parent, t0())
+    };
+    assert_eq!(
+        store.create_session(&foreign, None).await.expect("create"),
+        CreateOutcome::UserChanged
+    );
+    // An unknown parent.
+    let orphan = Session {
+        parent_id: Some(SessionId::new()),
+        ..child_of(&strangers, t0())
+    };
+    assert_eq!(
+        store.create_session(&orphan, None).await.expect("create"),
+        CreateOutcome::UserChanged
+    );
+    // A parent past its absolute end.
+    let late = child_of(&parent, parent.expires_at);
+    assert_eq!(
+        store.create_session(&late, None).await.expect("create"),
+        CreateOutcome::UserChanged
+    );
+    // A revoked parent: nothing written.
+    store
+        .revoke_session(parent.id, &rev(RevokeReason::Logout, t0()))
+        .await
+        .expect("revoke");
+    let after = child_of(&parent, t0() + Duration::seconds(1));
+    assert_eq!(
+        store.create_session(&after, None).await.expect("create"),
+        CreateOutcome::UserChanged
+    );
+    assert_eq!(store.session(after.id).await.expect("get"), None);
+    for s in [&foreign, &orphan, &late] {
+        assert_eq!(store.session(s.id).await.expect("get"), None);
+    }
 }

@@ -7,8 +7,8 @@
 
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
-    User, UserId,
+    AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session,
+    SessionId, User, UserId,
 };
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -114,6 +114,20 @@ pub enum RotateOutcome {
     NotRotated,
 }
 
+/// What [`Store::consume_auth_code`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeOutcome {
+    /// This caller consumed the code (it was unconsumed and unexpired): its record.
+    Consumed(Box<AuthCode>),
+    /// The code was consumed before: a replay. The code is now marked replayed, so the
+    /// exchange that consumed it, if it has not yet recorded its session, learns of the replay
+    /// from [`Store::record_code_session`]. `issued_session` is the session the first use
+    /// created, if it has been recorded.
+    Replayed { issued_session: Option<SessionId> },
+    /// Unknown or expired (nothing changed).
+    Invalid,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip, for `/readyz`.
@@ -147,8 +161,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates a session and, in token mode, the first refresh token of its family, atomically,
     /// if and only if the user exists, is not banned, and its session epoch is still
-    /// `session.epoch` (the one the login read before verifying the password); otherwise
-    /// writes nothing and answers [`CreateOutcome::UserChanged`].
+    /// `session.epoch` (the one the login read before verifying the password), and, when
+    /// `session.parent_id` is set, that parent is an unrevoked session of the same user
+    /// before its absolute end; otherwise writes nothing and answers
+    /// [`CreateOutcome::UserChanged`].
     async fn create_session(
         &self,
         session: &Session,
@@ -175,7 +191,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Revokes one session; returns false if it was unknown or already revoked. A revocation
     /// that happens appends an event to the revocation feed (unless its access tokens are
-    /// already all expired), atomically with the revocation.
+    /// already all expired), atomically with the revocation. Its unrevoked children (token
+    /// sessions whose `parent_id` is this session) are revoked in the same step, each with its
+    /// own feed event.
     async fn revoke_session(&self, id: SessionId, revocation: &Revocation) -> StoreResult<bool>;
     /// Feed events with a cursor above `after` whose `exp` is after `now`, oldest first, at
     /// most `limit`. A cursor, once returned, is never followed by a smaller one.
@@ -206,6 +224,21 @@ pub trait Store: Send + Sync + 'static {
         now: OffsetDateTime,
     ) -> StoreResult<RotateOutcome>;
 
+    /// Stores a new authorization code (only its hash); `Conflict` if the hash exists.
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()>;
+    /// Atomically: consumes the code whose hash is `hash` if it is unconsumed and `now` is
+    /// before its end. Of any number of concurrent calls, at most one gets
+    /// [`CodeOutcome::Consumed`]; a code consumed before is marked replayed.
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome>;
+    /// Records the token session the exchange of a consumed code created. Returns false when
+    /// the code was replayed in the meantime (or is gone): the caller then revokes `session`.
+    async fn record_code_session(&self, hash: &SecretHash, session: SessionId)
+    -> StoreResult<bool>;
+
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()>;
     /// Every stored signing key, oldest first.
     async fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
@@ -216,7 +249,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_users(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<User>>;
 
     /// Deletes up to `limit` records that can no longer matter at `now`: sessions past their
-    /// absolute end (with their refresh tokens) and feed events past their `exp`. Returns how
+    /// absolute end (with their refresh tokens), feed events past their `exp`, and
+    /// authorization codes more than [`latchkey_core::AUTH_CODE_RETENTION`] past their end. Returns how
     /// many it deleted, so callers can loop in small batches.
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64>;
 

@@ -1,12 +1,12 @@
 //! In-memory backend: for tests and throwaway runs. One mutex makes every operation atomic.
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
-    User, UserId,
+    AUTH_CODE_RETENTION, AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent,
+    SecretHash, Session, SessionId, User, UserId,
 };
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -21,6 +21,8 @@ struct Inner {
     /// The revocation feed, in cursor order.
     feed: Vec<RevocationEvent>,
     next_cursor: i64,
+    /// Authorization codes by hash, with whether a replay was seen.
+    codes: HashMap<SecretHash, (AuthCode, bool)>,
 }
 
 struct StoredRefresh {
@@ -158,6 +160,15 @@ impl Store for MemoryStore {
         if !current {
             return Ok(CreateOutcome::UserChanged);
         }
+        if let Some(parent) = session.parent_id {
+            let parent_live = inner
+                .sessions
+                .get(&parent)
+                .is_some_and(|p| p.user_id == session.user_id && p.is_live(session.created_at));
+            if !parent_live {
+                return Ok(CreateOutcome::UserChanged);
+            }
+        }
         if inner.sessions.contains_key(&session.id) {
             return Err(StoreError::Conflict("session id exists"));
         }
@@ -221,10 +232,23 @@ impl Store for MemoryStore {
         match inner.sessions.get_mut(&id) {
             Some(s) if s.revoked_at.is_none() => {
                 revoke_one(s, revocation, &mut inner.feed, &mut inner.next_cursor);
-                Ok(true)
             }
-            _ => Ok(false),
+            _ => return Ok(false),
         }
+        // Its children, under the same lock: one step.
+        let mut children: Vec<SessionId> = inner
+            .sessions
+            .values()
+            .filter(|c| c.parent_id == Some(id) && c.revoked_at.is_none())
+            .map(|c| c.id)
+            .collect();
+        children.sort();
+        for child in children {
+            if let Some(c) = inner.sessions.get_mut(&child) {
+                revoke_one(c, revocation, &mut inner.feed, &mut inner.next_cursor);
+            }
+        }
+        Ok(true)
     }
 
     async fn revocations_after(
@@ -340,9 +364,65 @@ impl Store for MemoryStore {
             .count() as u64)
     }
 
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if inner.codes.contains_key(&code.hash) {
+            return Err(StoreError::Conflict("authorization code exists"));
+        }
+        inner.codes.insert(code.hash, (code.clone(), false));
+        Ok(())
+    }
+
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        let mut inner = self.lock();
+        Ok(match inner.codes.get_mut(hash) {
+            Some((code, replayed)) if code.consumed_at.is_some() => {
+                *replayed = true;
+                CodeOutcome::Replayed {
+                    issued_session: code.issued_session,
+                }
+            }
+            Some((code, _)) if now < code.expires_at => {
+                code.consumed_at = Some(now);
+                CodeOutcome::Consumed(Box::new(code.clone()))
+            }
+            _ => CodeOutcome::Invalid,
+        })
+    }
+
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        let mut inner = self.lock();
+        Ok(match inner.codes.get_mut(hash) {
+            Some((code, replayed)) if code.consumed_at.is_some() => {
+                code.issued_session = Some(session);
+                !*replayed
+            }
+            _ => false,
+        })
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         let mut inner = self.lock();
         let mut budget = limit as usize;
+        let old_codes: Vec<SecretHash> = inner
+            .codes
+            .values()
+            .filter(|(c, _)| c.expires_at + AUTH_CODE_RETENTION <= now)
+            .map(|(c, _)| c.hash)
+            .take(budget)
+            .collect();
+        budget -= old_codes.len();
+        for hash in &old_codes {
+            inner.codes.remove(hash);
+        }
         let dead: Vec<SessionId> = inner
             .sessions
             .values()
@@ -366,7 +446,7 @@ impl Store for MemoryStore {
                 true
             }
         });
-        Ok((dead.len() + removed_events) as u64)
+        Ok((old_codes.len() + dead.len() + removed_events) as u64)
     }
 }
 

@@ -9,13 +9,13 @@ use crate::sql::{
     from_nanos, opt_from_nanos, parse_uuid, to_nanos, unavailable,
 };
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
-    SessionId, User, UserId,
+    AUTH_CODE_RETENTION, AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent,
+    RevokeReason, SecretHash, Session, SessionId, User, UserId,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, Row};
@@ -293,10 +293,28 @@ impl Store for PgStore {
         if current.is_none() {
             return Ok(CreateOutcome::UserChanged);
         }
+        if let Some(parent) = session.parent_id {
+            // FOR SHARE, as above: a concurrent revocation of the parent either committed
+            // before (the check fails) or waits for this transaction, and its cascade then
+            // sees (and revokes) the child created here.
+            let parent_live: Option<i32> = sqlx::query_scalar(
+                "SELECT 1 FROM sessions WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL \
+                 AND expires_at > $3 FOR SHARE",
+            )
+            .bind(parent.to_string())
+            .bind(session.user_id.to_string())
+            .bind(to_nanos(session.created_at))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if parent_live.is_none() {
+                return Ok(CreateOutcome::UserChanged);
+            }
+        }
         sqlx::query(
             "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
-             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch, parent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(session.id.to_string())
         .bind(session.user_id.to_string())
@@ -313,6 +331,7 @@ impl Store for PgStore {
         .bind(session.user_agent.as_deref())
         .bind(session.ip.as_deref())
         .bind(epoch_to_sql(session.epoch))
+        .bind(session.parent_id.map(|p| p.to_string()))
         .execute(&mut *tx)
         .await
         .map_err(conflict_or_unavailable("session exists"))?;
@@ -392,7 +411,23 @@ impl Store for PgStore {
         .await
         .map_err(unavailable)?;
         let Some(row) = revoked else { return Ok(false) };
-        append_feed(&mut tx, &[row], revocation).await?;
+        // Its children in the same transaction (a statement of its own, so its snapshot
+        // includes a child whose creation waited on the parent's row lock above).
+        let children: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+             WHERE parent_id = $3 AND revoked_at IS NULL RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut rows = vec![row];
+        let mut children = children;
+        children.sort();
+        rows.extend(children);
+        append_feed(&mut tx, &rows, revocation).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -434,7 +469,7 @@ impl Store for PgStore {
                     s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
                     s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
                     s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
-                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch, s.parent_id AS s_parent_id \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
@@ -511,6 +546,85 @@ impl Store for PgStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(RotateOutcome::Rotated)
+    }
+
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_codes (hash, client_id, redirect_uri, code_challenge, user_id, session_id, \
+             nonce, auth_time, scope, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(code.hash.0.to_vec())
+        .bind(&code.client_id)
+        .bind(&code.redirect_uri)
+        .bind(code.code_challenge.as_deref())
+        .bind(code.user_id.to_string())
+        .bind(code.session_id.to_string())
+        .bind(code.nonce.as_deref())
+        .bind(to_nanos(code.auth_time))
+        .bind(&code.scope)
+        .bind(to_nanos(code.created_at))
+        .bind(to_nanos(code.expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_or_unavailable("authorization code exists"))?;
+        Ok(())
+    }
+
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        // The conditional UPDATE is the single-use guard: concurrent callers queue on the row
+        // lock and re-check `consumed_at IS NULL` against the committed row.
+        let consumed = sqlx::query(
+            "UPDATE auth_codes SET consumed_at = $1 \
+             WHERE hash = $2 AND consumed_at IS NULL AND expires_at > $1 RETURNING *",
+        )
+        .bind(to_nanos(now))
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = consumed {
+            return Ok(CodeOutcome::Consumed(Box::new(
+                crate::sql::decode_auth_code(&row)?,
+            )));
+        }
+        let replayed: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE auth_codes SET replayed_at = $1 \
+             WHERE hash = $2 AND consumed_at IS NOT NULL RETURNING issued_session",
+        )
+        .bind(to_nanos(now))
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(match replayed {
+            Some(issued) => CodeOutcome::Replayed {
+                issued_session: issued.map(|s| parse_uuid(&s).map(SessionId)).transpose()?,
+            },
+            None => CodeOutcome::Invalid,
+        })
+    }
+
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        // One statement: records the session and reports whether a replay came first.
+        let replayed: Option<bool> = sqlx::query_scalar(
+            "UPDATE auth_codes SET issued_session = $1 \
+             WHERE hash = $2 AND consumed_at IS NOT NULL RETURNING (replayed_at IS NOT NULL)",
+        )
+        .bind(session.to_string())
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(replayed == Some(false))
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
@@ -594,6 +708,17 @@ impl Store for PgStore {
         .map_err(unavailable)?
         .rows_affected();
         let budget = i64::from(limit).saturating_sub(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let codes = sqlx::query(
+            "DELETE FROM auth_codes WHERE hash IN \
+             (SELECT hash FROM auth_codes WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_nanos(now - AUTH_CODE_RETENTION))
+        .bind(budget)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let budget = budget.saturating_sub(i64::try_from(codes).unwrap_or(i64::MAX));
         let events = sqlx::query(
             "DELETE FROM revocations WHERE cursor IN \
              (SELECT cursor FROM revocations WHERE exp <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
@@ -605,7 +730,7 @@ impl Store for PgStore {
         .map_err(unavailable)?
         .rows_affected();
         tx.commit().await.map_err(unavailable)?;
-        Ok(sessions + events)
+        Ok(sessions + codes + events)
     }
 }
 

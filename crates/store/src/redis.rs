@@ -4,7 +4,9 @@
 //! Every multi-key step is one Lua script, so Redis runs it atomically: session creation
 //! with its first refresh token, touch, revocation with its feed events, rotation (the
 //! one-time-use guard: of any number of concurrent calls, exactly one sees the token
-//! unconsumed), and purge.
+//! unconsumed), and purge. A revocation ends the session's children (`parent_id`) in the same
+//! script. Authorization codes are short-lived and few: they stay in the SQL store (one
+//! conditional UPDATE consumes each), like users and keys (docs/decisions/0010).
 //!
 //! # Key layout (`{p}` is the configured prefix, `redis_prefix`, default `latchkey:`)
 //!
@@ -12,6 +14,7 @@
 //! |---|---|---|---|
 //! | `{p}s:{sid}` | hash | the session's fields | session end + margin |
 //! | `{p}s:{sid}:rt` | set | hex hashes of the family's refresh tokens (for purge) | same |
+//! | `{p}s:{sid}:ch` | set | sids of the session's children (token sessions it approved) | longest child |
 //! | `{p}sec:{hex}` | string | sid of the cookie session whose secret hashes to `hex` | same |
 //! | `{p}u:{user_id}` | set | sids of the user's sessions | longest of them |
 //! | `{p}ue:{user_id}` | string | the user's session epoch, as far as Redis knows | longest session, at least `TTL_MARGIN` |
@@ -51,15 +54,15 @@
 //! The scripts derive some key names from stored ids, so this backend runs on a single Redis
 //! (or a Sentinel-managed primary), not on Redis Cluster.
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{FromRedisValue, Script, ScriptInvocation, Value};
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
-    SessionId, SessionKind, User, UserId,
+    AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash,
+    Session, SessionId, SessionKind, User, UserId,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -145,8 +148,21 @@ local n = tonumber(ARGV[8])
 local session, token = {}, {}
 for i = 9, 8 + n do session[#session + 1] = ARGV[i] end
 for i = 9 + n, #ARGV do token[#token + 1] = ARGV[i] end
--- Index entries whose session Redis has already expired (the oldest few; cheap).
 local session_prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[2])
+-- A child (standard login) only while its parent is an unrevoked, unexpired session of the
+-- same user: checked and linked in this script, so a revocation of the parent either came
+-- first (refused here) or comes after and finds the child in the parent's set.
+local named = {}
+for i = 1, #session, 2 do named[session[i]] = session[i + 1] end
+local children_key
+if named['parent_id'] then
+  local pkey = session_prefix .. named['parent_id']
+  local p = redis.call('HMGET', pkey, 'user_id', 'revoked_at', 'expires_at')
+  if not p[1] or p[2] or p[1] ~= named['user_id'] then return 'stale' end
+  if cmp(named['created_at'], p[3]) >= 0 then return 'stale' end
+  children_key = pkey .. ':ch'
+end
+-- Index entries whose session Redis has already expired (the oldest few; cheap).
 for _, old in ipairs(redis.call('ZRANGE', KEYS[4], 0, 2)) do
   if redis.call('EXISTS', session_prefix .. old) == 0 then redis.call('ZREM', KEYS[4], old) end
 end
@@ -159,6 +175,10 @@ extend_ttl(KEYS[4], ttl)
 -- The epoch only rises: a newer one than the mirror's comes from SQL, the authority.
 if not mirror or cmp(ARGV[7], mirror) > 0 then redis.call('SET', KEYS[5], ARGV[7], 'KEEPTTL') end
 extend_ttl(KEYS[5], ttl)
+if children_key then
+  redis.call('SADD', children_key, ARGV[2])
+  extend_ttl(children_key, ttl)
+end
 if sec then redis.call('SET', sec, ARGV[2], 'PX', ARGV[1]) end
 if tok then
   redis.call('HSET', tok, unpack(token))
@@ -240,6 +260,7 @@ end
 
 /// KEYS: 1 session, 2 feed, 3 feed by expiry, 4 cursor counter.
 /// ARGV: 1 sid, 2 at, 3 reason, 4 cap, 5 margin ms, 6 prune bound (ms), 7 max TTL ms.
+/// Revokes the session and then its unrevoked children, in sid order.
 const REVOKE_SESSION: &str = concat!(
     lua_prelude!(),
     lua_revoke!(),
@@ -247,8 +268,12 @@ const REVOKE_SESSION: &str = concat!(
 local r = { at = ARGV[2], reason = ARGV[3], cap = ARGV[4], margin = tonumber(ARGV[5]),
             prune_before = ARGV[6], max_ttl = tonumber(ARGV[7]) }
 prune(r)
-if revoke(KEYS[1], ARGV[1], r) then return 1 end
-return 0
+if not revoke(KEYS[1], ARGV[1], r) then return 0 end
+local session_prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+local children = redis.call('SMEMBERS', KEYS[1] .. ':ch')
+table.sort(children, bytes_lt)
+for _, child in ipairs(children) do revoke(session_prefix .. child, child, r) end
+return 1
 "#
 );
 
@@ -750,6 +775,7 @@ fn session_fields(s: &Session) -> Vec<Vec<u8>> {
         ("user_agent", s.user_agent.clone()),
         ("ip", s.ip.clone()),
         ("epoch", Some(s.epoch.to_string())),
+        ("parent_id", s.parent_id.map(|p| p.to_string())),
     ];
     out.extend(
         optional
@@ -794,6 +820,14 @@ fn decode_session(f: &Fields) -> StoreResult<Session> {
             })
             .transpose()?
             .unwrap_or(0),
+        parent_id: f
+            .opt_str("parent_id")?
+            .map(|p| {
+                uuid::Uuid::try_parse(&p)
+                    .map(SessionId)
+                    .map_err(|_| StoreError::Corrupt(format!("parent session {p:?}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -1125,6 +1159,26 @@ impl Store for RedisStore {
         }
     }
 
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        self.sql.insert_auth_code(code).await
+    }
+
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        self.sql.consume_auth_code(hash, now).await
+    }
+
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        self.sql.record_code_session(hash, session).await
+    }
+
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         self.sql.insert_signing_key(key).await
     }
@@ -1164,8 +1218,17 @@ impl Store for RedisStore {
             .arg(to_millis_floor(now))
             .arg(limit);
         let removed: i64 = self.invoke(&inv).await?;
-        // Sessions and feed events live only in Redis: the SQL store has none to purge.
-        Ok(u64::try_from(removed).unwrap_or(0))
+        let removed = u64::try_from(removed).unwrap_or(0);
+        // Sessions and feed events live only in Redis; authorization codes live in SQL.
+        let budget = u64::from(limit).saturating_sub(removed);
+        let codes = if budget > 0 {
+            self.sql
+                .purge_expired(now, u32::try_from(budget).unwrap_or(u32::MAX))
+                .await?
+        } else {
+            0
+        };
+        Ok(removed + codes)
     }
 }
 

@@ -128,6 +128,9 @@ where
         user_agent: text("user_agent")?,
         ip: text("ip")?,
         epoch: epoch_from_sql(row.read(&col("epoch"))?)?,
+        parent_id: text("parent_id")?
+            .map(|p| parse_uuid(&p).map(SessionId))
+            .transpose()?,
     })
 }
 
@@ -164,4 +167,35 @@ where
             .map(SessionRow)
             .map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
+}
+
+/// Decodes an `auth_codes` row.
+pub(crate) fn decode_auth_code<'r, R>(row: &'r R) -> StoreResult<latchkey_core::AuthCode>
+where
+    R: Row,
+    for<'n> &'n str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let hash: Vec<u8> = row.read("hash")?;
+    Ok(latchkey_core::AuthCode {
+        hash: SecretHash::from_slice(&hash)
+            .ok_or_else(|| StoreError::Corrupt("code hash length".into()))?,
+        client_id: row.read("client_id")?,
+        redirect_uri: row.read("redirect_uri")?,
+        code_challenge: row.read("code_challenge")?,
+        user_id: UserId(parse_uuid(&row.read::<String>("user_id")?)?),
+        session_id: SessionId(parse_uuid(&row.read::<String>("session_id")?)?),
+        nonce: row.read("nonce")?,
+        auth_time: from_nanos(row.read("auth_time")?)?,
+        scope: row.read("scope")?,
+        created_at: from_nanos(row.read("created_at")?)?,
+        expires_at: from_nanos(row.read("expires_at")?)?,
+        consumed_at: opt_from_nanos(row.read("consumed_at")?)?,
+        issued_session: row
+            .read::<Option<String>>("issued_session")?
+            .map(|p| parse_uuid(&p).map(SessionId))
+            .transpose()?,
+    })
 }

@@ -6,13 +6,13 @@ use crate::sql::{
     opt_from_nanos, parse_uuid, to_nanos, unavailable,
 };
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, SecretHash, Session,
-    SessionId, User, UserId,
+    AUTH_CODE_RETENTION, AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent,
+    RevokeReason, SecretHash, Session, SessionId, User, UserId,
 };
 use sqlx::Row;
 use sqlx::sqlite::{
@@ -232,9 +232,11 @@ impl Store for SqliteStore {
         // between this check and the commit.
         let inserted = sqlx::query(
             "INSERT INTO sessions (id, user_id, kind, client_id, scope, secret_hash, csrf_hash, created_at, \
-             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS ( \
-                 SELECT 1 FROM users u WHERE u.id = ? AND u.session_epoch = ? AND u.banned_at IS NULL)",
+             last_seen_at, expires_at, revoked_at, revoke_reason, user_agent, ip, epoch, parent_id) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS ( \
+                 SELECT 1 FROM users u WHERE u.id = ? AND u.session_epoch = ? AND u.banned_at IS NULL) \
+             AND (? IS NULL OR EXISTS (SELECT 1 FROM sessions p WHERE p.id = ? AND p.user_id = ? \
+                 AND p.revoked_at IS NULL AND p.expires_at > ?))",
         )
         .bind(session.id.to_string())
         .bind(session.user_id.to_string())
@@ -251,8 +253,13 @@ impl Store for SqliteStore {
         .bind(session.user_agent.as_deref())
         .bind(session.ip.as_deref())
         .bind(epoch_to_sql(session.epoch))
+        .bind(session.parent_id.map(|p| p.to_string()))
         .bind(session.user_id.to_string())
         .bind(epoch_to_sql(session.epoch))
+        .bind(session.parent_id.map(|p| p.to_string()))
+        .bind(session.parent_id.map(|p| p.to_string()))
+        .bind(session.user_id.to_string())
+        .bind(to_nanos(session.created_at))
         .execute(&mut *tx)
         .await
         .map_err(conflict_or_unavailable("session exists"))?;
@@ -335,7 +342,20 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?;
         let Some(row) = revoked else { return Ok(false) };
+        // Its children in the same transaction.
+        let mut children: Vec<(String, i64)> = sqlx::query_as(
+            "UPDATE sessions SET revoked_at = ?, revoke_reason = ? \
+             WHERE parent_id = ? AND revoked_at IS NULL RETURNING id, expires_at",
+        )
+        .bind(to_nanos(revocation.at))
+        .bind(revocation.reason.as_str())
+        .bind(id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        children.sort();
         append_feed(&mut tx, &[row], revocation).await?;
+        append_feed(&mut tx, &children, revocation).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -377,7 +397,7 @@ impl Store for SqliteStore {
                     s.scope AS s_scope, s.secret_hash AS s_secret_hash, s.csrf_hash AS s_csrf_hash, \
                     s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, s.expires_at AS s_expires_at, \
                     s.revoked_at AS s_revoked_at, s.revoke_reason AS s_revoke_reason, \
-                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch \
+                    s.user_agent AS s_user_agent, s.ip AS s_ip, s.epoch AS s_epoch, s.parent_id AS s_parent_id \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              LEFT JOIN refresh_tokens succ ON succ.hash = t.successor_hash \
@@ -433,6 +453,93 @@ impl Store for SqliteStore {
         } else {
             RotateOutcome::NotRotated
         })
+    }
+
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO auth_codes (hash, client_id, redirect_uri, code_challenge, user_id, session_id, \
+             nonce, auth_time, scope, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(code.hash.0.to_vec())
+        .bind(&code.client_id)
+        .bind(&code.redirect_uri)
+        .bind(code.code_challenge.as_deref())
+        .bind(code.user_id.to_string())
+        .bind(code.session_id.to_string())
+        .bind(code.nonce.as_deref())
+        .bind(to_nanos(code.auth_time))
+        .bind(&code.scope)
+        .bind(to_nanos(code.created_at))
+        .bind(to_nanos(code.expires_at))
+        .execute(&self.writer)
+        .await
+        .map_err(conflict_or_unavailable("authorization code exists"))?;
+        Ok(())
+    }
+
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        // The conditional UPDATE is the single-use guard: one caller sees consumed_at NULL.
+        let consumed = sqlx::query(
+            "UPDATE auth_codes SET consumed_at = ? \
+             WHERE hash = ? AND consumed_at IS NULL AND expires_at > ? RETURNING *",
+        )
+        .bind(to_nanos(now))
+        .bind(hash.0.to_vec())
+        .bind(to_nanos(now))
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = consumed {
+            return Ok(CodeOutcome::Consumed(Box::new(
+                crate::sql::decode_auth_code(&row)?,
+            )));
+        }
+        let replayed: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE auth_codes SET replayed_at = ? \
+             WHERE hash = ? AND consumed_at IS NOT NULL RETURNING issued_session",
+        )
+        .bind(to_nanos(now))
+        .bind(hash.0.to_vec())
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(match replayed {
+            Some(issued) => CodeOutcome::Replayed {
+                issued_session: issued.map(|s| parse_uuid(&s).map(SessionId)).transpose()?,
+            },
+            None => CodeOutcome::Invalid,
+        })
+    }
+
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE auth_codes SET issued_session = ? \
+             WHERE hash = ? AND consumed_at IS NOT NULL AND replayed_at IS NULL",
+        )
+        .bind(session.to_string())
+        .bind(hash.0.to_vec())
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Replayed meanwhile: still record the session, for any later replay to find.
+        sqlx::query("UPDATE auth_codes SET issued_session = ? WHERE hash = ?")
+            .bind(session.to_string())
+            .bind(hash.0.to_vec())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(false)
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
@@ -514,6 +621,16 @@ impl Store for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         let budget = i64::from(limit).saturating_sub(i64::try_from(sessions).unwrap_or(i64::MAX));
+        let codes = sqlx::query(
+            "DELETE FROM auth_codes WHERE hash IN (SELECT hash FROM auth_codes WHERE expires_at <= ? LIMIT ?)",
+        )
+        .bind(to_nanos(now - AUTH_CODE_RETENTION))
+        .bind(budget)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        let budget = budget.saturating_sub(i64::try_from(codes).unwrap_or(i64::MAX));
         let events = sqlx::query(
             "DELETE FROM revocations WHERE cursor IN (SELECT cursor FROM revocations WHERE exp <= ? LIMIT ?)",
         )
@@ -524,7 +641,7 @@ impl Store for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         tx.commit().await.map_err(unavailable)?;
-        Ok(sessions + events)
+        Ok(sessions + codes + events)
     }
 }
 

@@ -8,13 +8,13 @@
 //! when the connection drops on the way back). Either every write fails, or only the Nth one
 //! from now, so a handler that writes more than once can be cut between its writes.
 use crate::{
-    CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
-    UserChange,
+    CodeOutcome, CreateOutcome, EpochAdvanced, RotateOutcome, Store, StoreError, StoreResult,
+    StoredKey, UserChange,
 };
 use async_trait::async_trait;
 use latchkey_core::{
-    NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session, SessionId,
-    User, UserId,
+    AuthCode, NewRefreshToken, RefreshToken, Revocation, RevocationEvent, SecretHash, Session,
+    SessionId, User, UserId,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -264,6 +264,24 @@ impl Store for FlakyStore {
                 .rotate_refresh_token(presented, successor, sealed_successor, now),
         )
         .await
+    }
+    async fn insert_auth_code(&self, code: &AuthCode) -> StoreResult<()> {
+        self.write(self.inner.insert_auth_code(code)).await
+    }
+    async fn consume_auth_code(
+        &self,
+        hash: &SecretHash,
+        now: OffsetDateTime,
+    ) -> StoreResult<CodeOutcome> {
+        self.write(self.inner.consume_auth_code(hash, now)).await
+    }
+    async fn record_code_session(
+        &self,
+        hash: &SecretHash,
+        session: SessionId,
+    ) -> StoreResult<bool> {
+        self.write(self.inner.record_code_session(hash, session))
+            .await
     }
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
         self.write(self.inner.insert_signing_key(key)).await

@@ -229,6 +229,7 @@ mod redis_backend {
             user_agent: None,
             ip: None,
             epoch: 0,
+            parent_id: None,
         };
         let family = Session {
             id: SessionId::new(),
@@ -360,6 +361,7 @@ mod redis_backend {
             user_agent: None,
             ip: None,
             epoch,
+            parent_id: None,
         };
         let token = |s: &Session| NewRefreshToken {
             hash: Secret::generate().hash(),
@@ -543,6 +545,7 @@ mod redis_backend {
             user_agent: None,
             ip: None,
             epoch: 0,
+            parent_id: None,
         };
         let revocation = Revocation {
             reason: RevokeReason::Admin,
@@ -801,6 +804,7 @@ mod redis_backend {
             user_agent: None,
             ip: None,
             epoch: 0,
+            parent_id: None,
         };
         assert_eq!(
             store

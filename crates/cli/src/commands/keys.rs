@@ -66,11 +66,16 @@ fn signer<'a>(keys: &'a [StoredKey], algorithm: &str, now: OffsetDateTime) -> Op
     latchkey_server::keys::signing_key(keys, algorithm, now).map(|k| k.kid.as_str())
 }
 
-fn statuses(keys: &[StoredKey], algorithm: &str, now: OffsetDateTime) -> Vec<Status> {
-    let signing = signer(keys, algorithm, now);
+/// Each key's status: active when it is the signer of its algorithm and that algorithm is in
+/// use (`algorithms`: access tokens, ID tokens).
+fn statuses(keys: &[StoredKey], algorithms: &[&str], now: OffsetDateTime) -> Vec<Status> {
+    let signing: Vec<&str> = algorithms
+        .iter()
+        .filter_map(|alg| signer(keys, alg, now))
+        .collect();
     keys.iter()
         .map(|k| {
-            if Some(k.kid.as_str()) == signing {
+            if signing.contains(&k.kid.as_str()) {
                 Status::Active
             } else if k.activates_at > now {
                 Status::Pending
@@ -109,7 +114,12 @@ async fn list(ctx: &Ctx, as_json: bool) -> Result<()> {
         .collect();
     let now = OffsetDateTime::now_utc();
     let algorithm = ctx.config.access_token.algorithm.as_str();
-    let statuses = statuses(&keys, algorithm, now);
+    let in_use = latchkey_server::keys::algorithms_in_use(
+        ctx.config.access_token.algorithm,
+        ctx.config.id_token.algorithm,
+    );
+    let in_use: Vec<&str> = in_use.iter().map(|a| a.as_str()).collect();
+    let statuses = statuses(&keys, &in_use, now);
     if as_json {
         return json(&json!({
             "algorithm": algorithm,
@@ -219,12 +229,17 @@ mod tests {
         ];
         let at = |m| t0 + time::Duration::minutes(m);
         assert_eq!(
-            statuses(&keys, "EdDSA", at(1)),
+            statuses(&keys, &["EdDSA"], at(1)),
             [Status::Active, Status::Pending, Status::Retiring]
         );
         assert_eq!(
-            statuses(&keys, "EdDSA", at(6)),
+            statuses(&keys, &["EdDSA"], at(6)),
             [Status::Retiring, Status::Active, Status::Retiring]
+        );
+        // Two algorithms in use (access and ID tokens): each has its active key.
+        assert_eq!(
+            statuses(&keys, &["EdDSA", "ES256"], at(6)),
+            [Status::Retiring, Status::Active, Status::Active]
         );
     }
 }

@@ -6,6 +6,8 @@ pub mod discovery;
 pub mod feed;
 pub mod health;
 pub mod oauth;
+pub mod oauth_authorize;
+pub mod oauth_code;
 pub mod oidc;
 pub mod pages;
 pub mod session;

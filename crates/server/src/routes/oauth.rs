@@ -30,6 +30,9 @@ pub struct TokenRequest {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
 }
 
 pub async fn token(
@@ -45,7 +48,7 @@ pub async fn token(
         .ok_or_else(|| ApiError::InvalidRequest("grant_type is required".into()))?;
     if !matches!(
         grant_type,
-        "password" | "refresh_token" | "client_credentials"
+        "password" | "refresh_token" | "client_credentials" | "authorization_code"
     ) {
         return Err(ApiError::UnsupportedGrantType);
     }
@@ -65,6 +68,7 @@ pub async fn token(
     match grant_type {
         "password" => password_grant(&state, &client, &peer, req).await,
         "client_credentials" => client_credentials_grant(&state, &client, req),
+        "authorization_code" => code_grant(&state, &client, &peer, &req).await,
         _ => refresh_grant(&state, &client, req).await,
     }
 }
@@ -94,6 +98,20 @@ fn client_credentials_grant(
     let minted = crate::issue::client_access_token(state, &client.id, &client.audience, &scope)?;
     tracing::info!(client_id = %client.id, jti = %minted.claims.jti, "client_credentials token issued");
     Ok(minted.into_response(scope, None))
+}
+
+async fn code_grant(
+    state: &AppState,
+    client: &ClientConfig,
+    peer: &ClientInfo,
+    req: &TokenRequest,
+) -> ApiResult<Response> {
+    let code = crate::routes::oauth_code::CodeRequest {
+        code: req.code.as_deref(),
+        redirect_uri: req.redirect_uri.as_deref(),
+        code_verifier: req.code_verifier.as_deref(),
+    };
+    crate::routes::oauth_code::code_grant(state, client, peer, code).await
 }
 
 async fn password_grant(
@@ -140,6 +158,7 @@ async fn password_grant(
         // The epoch read with the user, before the password was verified: if a ban, password
         // change or "revoke all" lands meanwhile, the store refuses to create the session.
         epoch: user.session_epoch,
+        parent_id: None,
     };
     let refresh = Secret::generate();
     let first = NewRefreshToken {
@@ -201,6 +220,15 @@ async fn refresh_grant(
         {
             return Err(ApiError::InvalidGrant(
                 "the session has ended: the account was banned, its password changed or its sessions revoked".into(),
+            ));
+        }
+        // Standard login: the cookie session that approved it must still be alive (it may
+        // have idled out without ever being presented again).
+        if matches!(verdict, Presentation::Rotate | Presentation::Replay { .. })
+            && !crate::routes::oauth_code::parent_alive(state, &session).await?
+        {
+            return Err(ApiError::InvalidGrant(
+                "the login session at Latchkey has ended".into(),
             ));
         }
         match verdict {

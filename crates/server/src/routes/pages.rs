@@ -3,7 +3,9 @@
 //! The session cookie is HttpOnly; the page script only ever holds the CSRF token (in memory),
 //! which it gets from `GET /v1/session` and sends as `X-CSRF-Token`. A strict CSP allows only
 //! this origin's script and style, no inline code, no framing.
+use crate::routes::oauth_authorize::{error_page, safe_return_path};
 use axum::Router;
+use axum::extract::RawQuery;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -19,10 +21,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/account") }))
-        .route(
-            "/login",
-            get(|| async { page(LOGIN_HTML, "text/html; charset=utf-8") }),
-        )
+        .route("/login", get(login))
         .route(
             "/account",
             get(|| async { page(ACCOUNT_HTML, "text/html; charset=utf-8") }),
@@ -35,6 +34,23 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/assets/latchkey.css",
             get(|| async { page(STYLE, "text/css; charset=utf-8") }),
         )
+}
+
+/// The login page. A `return_to` (where to go after logging in, set by `/oauth/authorize`)
+/// must be a path on the issuer: anything else is refused here, never followed (the page
+/// script applies the same rule).
+async fn login(RawQuery(query): RawQuery) -> Response {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
+    let returns: Vec<&str> = pairs
+        .iter()
+        .filter(|(name, _)| name == "return_to")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    if returns.len() > 1 || returns.iter().any(|r| !safe_return_path(r)) {
+        return error_page("The page to return to after login is not on this site.");
+    }
+    page(LOGIN_HTML, "text/html; charset=utf-8")
 }
 
 fn page(body: &'static str, content_type: &'static str) -> Response {

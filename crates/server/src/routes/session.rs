@@ -88,6 +88,7 @@ pub async fn login(
         ip: Some(peer.ip.clone()),
         // Read with the user before the password was verified (invariant 7).
         epoch: user.session_epoch,
+        parent_id: None,
     };
     if state.store.create_session(&session, None).await? == CreateOutcome::UserChanged {
         // A ban, password change or "revoke all" landed during this login. Answer as a

@@ -46,8 +46,11 @@ async fn jwks_publishes_the_signing_key() {
     let app = TestApp::new().await;
     let r = app.get("/.well-known/jwks.json", &[]).await;
     assert_eq!(r.status, 200);
-    let keys = r.json()["keys"].as_array().expect("keys").clone();
-    assert_eq!(keys.len(), 1);
+    let all = r.json()["keys"].as_array().expect("keys").clone();
+    // The access-token key, and the ID-token key (RS256 by default).
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().any(|k| k["alg"] == "RS256" && k["kty"] == "RSA"));
+    let keys: Vec<_> = all.into_iter().filter(|k| k["alg"] == "EdDSA").collect();
     let k = &keys[0];
     assert_eq!(
         (

@@ -3,11 +3,17 @@ use crate::harness::*;
 use latchkey_server::config::{Redacted, Ttl};
 use std::time::Duration;
 
+/// The published access-token (EdDSA) keys; the ID-token key (RS256) has its own test below.
 fn kids(app_jwks: &serde_json::Value) -> Vec<String> {
+    kids_of(app_jwks, "EdDSA")
+}
+
+fn kids_of(app_jwks: &serde_json::Value, alg: &str) -> Vec<String> {
     app_jwks["keys"]
         .as_array()
         .expect("keys")
         .iter()
+        .filter(|k| k["alg"] == alg)
         .map(|k| k["kid"].as_str().expect("kid").to_string())
         .collect()
 }
@@ -117,7 +123,9 @@ async fn first_keys_of_two_installs_never_share_a_kid() {
         let state = AppState::new(test_config(), store, Arc::new(clock.clone()))
             .await
             .expect("state");
-        jwks.push(state.keyring().jwks());
+        let mut set = state.keyring().jwks();
+        set.keys.retain(|k| k.alg == "EdDSA");
+        jwks.push(set);
     }
     let (a, b) = (&jwks[0].keys[0], &jwks[1].keys[0]);
     assert_ne!(a.kid, b.kid, "two installs, one kid");
@@ -132,7 +140,8 @@ async fn first_keys_of_two_installs_never_share_a_kid() {
     );
     let (x, y) = (x.expect("state"), y.expect("state"));
     assert_eq!(x.keyring().jwks(), y.keyring().jwks());
-    assert_eq!(x.keyring().jwks().keys.len(), 1);
+    // One access-token key and one ID-token key.
+    assert_eq!(x.keyring().jwks().keys.len(), 2);
 }
 
 /// A key stored before this change (an id that is not a first-key claim) keeps its `kid`,
@@ -161,4 +170,53 @@ async fn keys_stored_before_keep_their_kid() {
     let t = app.login("legacy").await;
     assert_eq!(jwt_part(&t.access, 0)["kid"], "Ab3legacy-kid-from-a-minute");
     assert_eq!(app.me(&t.access).await.status, 200);
+}
+
+/// The ID-token key ([id_token] algorithm, RS256 by default) is generated with the first
+/// access-token key, published, rotated with it, and retired by the same rule.
+#[tokio::test]
+async fn the_id_token_key_is_published_rotated_and_retired() {
+    let mut config = test_config();
+    config.admin_token = Some(Redacted("admin-token-0123456789".into()));
+    config.keys.publish_delay = Ttl(Duration::from_secs(120));
+    let app = TestApp::with_config(config).await;
+    let jwks = app.get("/.well-known/jwks.json", &[]).await.json();
+    let old = kids_of(&jwks, "RS256");
+    assert_eq!(old.len(), 1, "{jwks}");
+    assert_eq!(app.state.keyring().signing_algorithms().len(), 2);
+    let r = app
+        .call(
+            "POST",
+            "/admin/v1/keys/rotate",
+            &[("authorization", "Bearer admin-token-0123456789")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let both = kids_of(
+        &app.get("/.well-known/jwks.json", &[]).await.json(),
+        "RS256",
+    );
+    assert_eq!(both.len(), 2, "the new ID-token key is pre-published");
+    // Switched after the delay, retired once ID and access tokens of the old key expired.
+    app.clock.advance(time::Duration::seconds(121));
+    latchkey_server::keys::reload(&app.state)
+        .await
+        .expect("reload");
+    app.clock.advance(time::Duration::minutes(18));
+    latchkey_server::keys::reload(&app.state)
+        .await
+        .expect("reload");
+    let now = kids_of(
+        &app.get("/.well-known/jwks.json", &[]).await.json(),
+        "RS256",
+    );
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, old);
+    // An ID-token algorithm equal to the access-token one: a single key.
+    let mut config = test_config();
+    config.id_token.algorithm = latchkey_tokens::Algorithm::EdDSA;
+    let app = TestApp::with_config(config).await;
+    let jwks = app.get("/.well-known/jwks.json", &[]).await.json();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
 }

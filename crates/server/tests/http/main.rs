@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod admin;
 mod at_rest;
+mod authorize;
 mod bff;
 mod browser;
 mod browser_apps;
