@@ -139,6 +139,7 @@ impl FakeLatchkey {
             client_id: "spa".into(),
             scope: "read write".into(),
             sid: sid.into(),
+            roles: Vec::new(),
         }
     }
 
