@@ -321,7 +321,7 @@ fn bad_arguments_are_usage_errors() {
         (&["frobnicate"][..], "frobnicate"),
         (
             &["user"],
-            "commands: add, list, show, ban, unban, set-password",
+            "commands: add, list, show, ban, unban, set-password, roles",
         ),
         (&["user", "add"], "<USERNAME>"),
         (&["user", "lst"], "'list'"),
@@ -508,7 +508,11 @@ fn user_roles_are_shown_set_added_and_removed() {
     let shown = env.run(&["user", "roles", "alice"]).ok();
     assert_eq!(shown.stdout.trim(), "(none)");
     let shown = env.run(&["user", "show", "alice"]).ok();
-    assert!(shown.stdout.contains("roles          (none)"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("roles          (none)"),
+        "{}",
+        shown.stdout
+    );
 
     // Granting: no session is marked stale.
     let set = env
@@ -532,13 +536,23 @@ fn user_roles_are_shown_set_added_and_removed() {
         .run(&["user", "roles", &alice, "--remove", "admin", "--json"])
         .ok()
         .json();
-    assert_eq!(removed["roles"], serde_json::json!(["billing:read", "reader"]));
-    assert_eq!(removed["stale_sessions"], serde_json::json!([session.as_str()]));
+    assert_eq!(
+        removed["roles"],
+        serde_json::json!(["billing:read", "reader"])
+    );
+    assert_eq!(
+        removed["stale_sessions"],
+        serde_json::json!([session.as_str()])
+    );
     let text = env
         .run(&["user", "roles", "alice", "--remove", "reader"])
         .ok();
     assert!(text.stdout.contains("billing:read"), "{}", text.stdout);
-    assert!(text.stdout.contains("stale in 1 session"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("stale in 1 session"),
+        "{}",
+        text.stdout
+    );
     let feed = env.store(async |store| {
         store
             .revocations_after(0, 100, OffsetDateTime::now_utc())
@@ -546,7 +560,10 @@ fn user_roles_are_shown_set_added_and_removed() {
             .expect("feed")
     });
     assert_eq!(feed.len(), 2);
-    assert!(feed.iter().all(|e| e.iat_before.is_some() && e.sid.to_string() == session));
+    assert!(
+        feed.iter()
+            .all(|e| e.iat_before.is_some() && e.sid.to_string() == session)
+    );
     let shown = env.run(&["user", "show", "alice", "--json"]).ok().json();
     assert_eq!(shown["roles"], serde_json::json!(["billing:read"]));
     assert_eq!(shown["live_sessions"], 1, "not logged out");

@@ -16,7 +16,7 @@ pub use model::{
     NewRefreshToken, RefreshToken, Revocation, RevocationEvent, RevokeReason, Session, SessionId,
     SessionKind, User, UserId,
 };
-pub use role::{MAX_ROLES, RoleError, is_valid_role, normalize_roles, removes_any, stale_before};
 pub use policy::{Presentation, RefusalReason, TokenPolicy, judge_presentation};
+pub use role::{MAX_ROLES, RoleError, is_valid_role, normalize_roles, removes_any, stale_before};
 pub use secret::{SealError, Secret, SecretHash, open_successor, seal_successor};
 pub use username::{Username, UsernameError};

@@ -6,9 +6,9 @@ use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::{Session, UserId};
-use time::OffsetDateTime;
 use latchkey_tokens::{AccessTokenClaims, new_jti};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 /// A signed access token and the claims it carries.
 pub struct AccessToken {

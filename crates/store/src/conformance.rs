@@ -1522,7 +1522,12 @@ pub async fn role_removal_marks_live_sessions_stale_without_revoking(store: Arc<
     assert_eq!(roles.roles, names(&["a", "c"]));
     assert_eq!(roles.removed_at, Some(at));
     assert_eq!(
-        store.user_roles(other.id).await.expect("roles").expect("user").roles,
+        store
+            .user_roles(other.id)
+            .await
+            .expect("roles")
+            .expect("user")
+            .roles,
         names(&["a", "b"]),
         "another user's roles are untouched"
     );
@@ -1556,7 +1561,10 @@ pub async fn role_removal_marks_live_sessions_stale_without_revoking(store: Arc<
         .revocations_after(events[2].cursor, 100, later)
         .await
         .expect("feed");
-    let full = tail.iter().find(|e| e.iat_before.is_none()).expect("full revocation");
+    let full = tail
+        .iter()
+        .find(|e| e.iat_before.is_none())
+        .expect("full revocation");
     assert_eq!(full.sid, a.id);
 
     // Past their exp, the stale entries are neither served nor kept.

@@ -553,12 +553,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<crate::RolesChanged>> {
         // One transaction: the roles, the removal instant and the feed entries commit together.
         let mut tx = self.writer.begin().await.map_err(unavailable)?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT roles FROM users WHERE id = ?")
-                .bind(user.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT roles FROM users WHERE id = ?")
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
         let Some(previous) = previous else {
             return Ok(None);
         };

@@ -252,7 +252,10 @@ mod tests {
         assert!(r.is_token_revoked("a", 999), "minted before the change");
         assert!(!r.is_token_revoked("a", 1_000), "minted after the change");
         assert!(!r.is_revoked("a"), "the session itself is not revoked");
-        assert!(r.is_token_revoked("b", 5_000), "a full revocation refuses every token");
+        assert!(
+            r.is_token_revoked("b", 5_000),
+            "a full revocation refuses every token"
+        );
         assert!(!r.is_token_revoked("c", 0));
         // A later removal raises the bar.
         let body = br#"{"cursor":5,"revoked":[{"sid":"a","exp":1950,"iat_before":1200}]}"#;

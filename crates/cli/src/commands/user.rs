@@ -63,6 +63,17 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set a new password (policy-checked) and revoke every session of the user.
+    SetPassword {
+        /// User id or username.
+        user: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change a user's roles. Removing a role makes the user's tokens minted before the
     /// change stale at every verifier that follows the revocation feed, without logging out.
     #[command(after_help = "Examples:\n  latchkey user roles alice\n  \
@@ -81,17 +92,6 @@ pub enum UserCommand {
         /// Remove a role (repeatable, or comma-separated).
         #[arg(long, value_name = "ROLE", value_delimiter = ',')]
         remove: Vec<String>,
-        /// Print one JSON document instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Set a new password (policy-checked) and revoke every session of the user.
-    SetPassword {
-        /// User id or username.
-        user: String,
-        /// Read the password from the first line of standard input instead of prompting.
-        #[arg(long)]
-        password_stdin: bool,
         /// Print one JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -427,12 +427,7 @@ async fn roles(
     let state = ctx.state().await?;
     let changed = state
         .store
-        .set_user_roles(
-            user.id,
-            &wanted,
-            state.clock.now(),
-            state.policy.access_ttl,
-        )
+        .set_user_roles(user.id, &wanted, state.clock.now(), state.policy.access_ttl)
         .await
         .map_err(|e| ctx.store_error(e))?
         .ok_or_else(|| gone(spec))?;

@@ -126,9 +126,7 @@ impl TokenCache {
             .by_session
             .get(&session.id)
             .and_then(|list| list.iter().find(|e| e.profile == profile))
-            .filter(|entry| {
-                now < entry.exp && (entry.exp - now > margin || entry.exp >= fresh_exp)
-            })
+            .filter(|entry| now < entry.exp && (entry.exp - now > margin || entry.exp >= fresh_exp))
             .map(|entry| entry.minted.clone())
     }
 

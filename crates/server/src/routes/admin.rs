@@ -154,7 +154,11 @@ pub async fn rotate_keys(
 
 /// The user as the admin API shows it.
 async fn user_json(state: &AppState, id: UserId) -> ApiResult<serde_json::Value> {
-    let user = state.store.user_by_id(id).await?.ok_or(ApiError::NotFound)?;
+    let user = state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let roles = state.store.user_roles(id).await?.unwrap_or_default();
     Ok(serde_json::json!({
         "id": user.id.to_string(),

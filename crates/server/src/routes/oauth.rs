@@ -244,7 +244,8 @@ async fn issue(
     scope: String,
     refresh: &Secret,
 ) -> ApiResult<Response> {
-    let minted = crate::issue::access_token(state, session, &client.id, &client.audience, &scope).await?;
+    let minted =
+        crate::issue::access_token(state, session, &client.id, &client.audience, &scope).await?;
     Ok(minted.into_response(scope, Some(refresh.to_text())))
 }
 

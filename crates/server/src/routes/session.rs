@@ -23,12 +23,7 @@ pub struct Login {
     password: String,
 }
 
-fn session_body(
-    session: &Session,
-    user: &User,
-    roles: &[String],
-    cookie_secret: &Secret,
-) -> Value {
+fn session_body(session: &Session, user: &User, roles: &[String], cookie_secret: &Secret) -> Value {
     json!({
         "session": {
             "id": session.id.to_string(),

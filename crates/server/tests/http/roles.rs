@@ -165,9 +165,15 @@ async fn roles_ride_in_tokens_me_and_the_cookie_session() {
     app.clock.advance(time::Duration::seconds(1));
     let next = app.rotate(&t.refresh).await;
     assert_eq!(jwt_part(&next.access, 1)["roles"], json!(["billing:read"]));
-    assert_eq!(app.me(&next.access).await.json()["roles"], json!(["billing:read"]));
+    assert_eq!(
+        app.me(&next.access).await.json()["roles"],
+        json!(["billing:read"])
+    );
     let r = app.get("/v1/session", &[("cookie", &b.cookie)]).await;
-    assert_eq!(r.json()["session"]["user"]["roles"], json!(["billing:read"]));
+    assert_eq!(
+        r.json()["session"]["user"]["roles"],
+        json!(["billing:read"])
+    );
 }
 
 #[tokio::test]
@@ -240,7 +246,12 @@ async fn forward_auth_reports_roles_and_requires_one_when_asked() {
         .await
         .assert_error(403, "forbidden");
     // Not logged out: the cookie session and the refreshed family both live on.
-    assert_eq!(app.get("/v1/session", &[("cookie", &b.cookie)]).await.status, 200);
+    assert_eq!(
+        app.get("/v1/session", &[("cookie", &b.cookie)])
+            .await
+            .status,
+        200
+    );
     assert_eq!(app.me(&next.access).await.status, 200);
 
     // Granting needs no feed entry: the current token keeps passing, without the new role.
@@ -275,7 +286,10 @@ async fn a_removal_appends_a_stale_entry_per_live_session_to_the_json_feed() {
     let feed = app.get("/v1/revocations", &[]).await.json();
     let entries = feed["revoked"].as_array().expect("array");
     assert_eq!(entries.len(), 2, "{feed}");
-    let mut sids: Vec<&str> = entries.iter().map(|e| e["sid"].as_str().expect("sid")).collect();
+    let mut sids: Vec<&str> = entries
+        .iter()
+        .map(|e| e["sid"].as_str().expect("sid"))
+        .collect();
     sids.sort();
     let mut expected = vec![token_sid.as_str(), b.sid.as_str()];
     expected.sort();

@@ -220,12 +220,18 @@ async fn a_removed_role_reaches_the_resource_server_within_a_second_without_a_lo
     let (access, refresh) = c.login("rs-roles").await;
     let (bystander, _) = c.login("rs-roles").await;
     let claims = verifier.verify(&access).await.expect("valid before");
-    assert_eq!(claims.roles, vec!["admin".to_string(), "reader".to_string()]);
+    assert_eq!(
+        claims.roles,
+        vec!["admin".to_string(), "reader".to_string()]
+    );
 
     // Granting adds no feed entry: the token keeps passing.
     put_roles(&["admin", "reader", "writer"]).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    verifier.verify(&access).await.expect("still valid after a grant");
+    verifier
+        .verify(&access)
+        .await
+        .expect("still valid after a grant");
 
     let t = Instant::now();
     put_roles(&["reader", "writer"]).await;
@@ -236,7 +242,10 @@ async fn a_removed_role_reaches_the_resource_server_within_a_second_without_a_lo
         Err(VerifyError::Revoked),
         "every token minted before the change is stale"
     );
-    assert!(!verifier.is_revoked(&claims.sid), "the session is not revoked");
+    assert!(
+        !verifier.is_revoked(&claims.sid),
+        "the session is not revoked"
+    );
 
     // Not logged out: the refresh works at once and its token passes with the new roles.
     let (status, body) = c
@@ -251,8 +260,14 @@ async fn a_removed_role_reaches_the_resource_server_within_a_second_without_a_lo
         .await;
     assert_eq!(status, 200, "{body}");
     let fresh = body["access_token"].as_str().expect("access");
-    let claims = verifier.verify(fresh).await.expect("the refreshed token passes");
-    assert_eq!(claims.roles, vec!["reader".to_string(), "writer".to_string()]);
+    let claims = verifier
+        .verify(fresh)
+        .await
+        .expect("the refreshed token passes");
+    assert_eq!(
+        claims.roles,
+        vec!["reader".to_string(), "writer".to_string()]
+    );
     let refreshed = body["refresh_token"].as_str().expect("refresh");
     let (status, body) = c
         .form(

@@ -826,7 +826,11 @@ fn roles_are_carried_and_optional_on_verification() {
         let raw = segments(&token)[1].clone();
         let payload_json: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).expect("b64")).expect("json");
-        assert_eq!(payload_json["roles"], json!(["admin"]), "issued as an array");
+        assert_eq!(
+            payload_json["roles"],
+            json!(["admin"]),
+            "issued as an array"
+        );
         let verified = ring.verify(&token, &validation()).expect("valid");
         assert_eq!(verified.roles, vec!["admin".to_string()]);
         // Minted before roles existed: no claim, no roles.

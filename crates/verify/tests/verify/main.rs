@@ -714,7 +714,10 @@ async fn role_removal_refuses_only_older_tokens_of_the_session() {
     .await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
-    assert!(verifier.verify(&fresh).await.is_ok(), "minted after the change");
+    assert!(
+        verifier.verify(&fresh).await.is_ok(),
+        "minted after the change"
+    );
     assert!(verifier.verify(&bystander).await.is_ok());
     assert!(
         !verifier.is_revoked("sess-roles"),
