@@ -24,11 +24,14 @@ use time::OffsetDateTime;
 
 pub const AUDIENCE: &str = "api";
 
+/// A feed event: (cursor, sid, exp, iat_before).
+type FeedEvent = (i64, String, i64, Option<i64>);
+
 #[derive(Default)]
 struct Inner {
     keys: Mutex<Vec<SigningKey>>,
     /// (cursor, sid, exp, iat_before)
-    events: Mutex<Vec<(i64, String, i64, Option<i64>)>>,
+    events: Mutex<Vec<FeedEvent>>,
     feed_down: AtomicBool,
     jwks_down: AtomicBool,
     jwks_hits: AtomicUsize,
