@@ -48,6 +48,10 @@ pub async fn access_token(
     Ok(AccessToken { token, claims })
 }
 
+/// Longest wait before minting after a role removal (the rest of its second, plus clock skew
+/// between instances).
+const MAX_MINT_WAIT: time::Duration = time::Duration::seconds(2);
+
 /// The user's current roles for a token minted now, and the instant to mint it at (its `iat`).
 ///
 /// A role removal at instant `r` puts "tokens of these sessions with `iat` before
@@ -64,10 +68,18 @@ pub async fn roles_at_mint(
     let mut now = state.clock.now();
     if let Some(removed_at) = stored.removed_at {
         let valid_from = latchkey_core::stale_before(removed_at);
-        if now < valid_from {
-            let wait = (valid_from - now).min(time::Duration::seconds(2));
+        let wait = valid_from - now;
+        if wait > time::Duration::ZERO && wait <= MAX_MINT_WAIT {
             tokio::time::sleep(wait.unsigned_abs()).await;
             now = state.clock.now().max(valid_from);
+        } else if wait > MAX_MINT_WAIT {
+            // The removal was stamped by a clock well ahead of this one: never mint into the
+            // future for that; verifiers refuse these tokens until the clocks agree.
+            tracing::warn!(
+                user_id = %user,
+                ahead_ms = wait.whole_milliseconds(),
+                "a role removal is stamped in the future; check the clocks of Latchkey's hosts"
+            );
         }
     }
     Ok((stored.roles, now))

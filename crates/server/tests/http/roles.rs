@@ -369,3 +369,38 @@ async fn the_sse_feed_pushes_stale_entries_as_revoked_events() {
         "{before} vs {changed_at}"
     );
 }
+
+/// `iat` has one-second resolution: a token minted with the new roles in the rest of the
+/// removal's second would fall under its `iat_before`. Minting waits out that fraction, so the
+/// refreshed token passes at once (docs/decisions/0011).
+#[tokio::test]
+async fn a_token_minted_in_the_second_of_a_removal_is_not_stale() {
+    let app = roles_app().await;
+    let now = latchkey_core::Clock::now(&app.clock);
+    let base = time::OffsetDateTime::from_unix_timestamp(now.unix_timestamp() + 10).expect("time")
+        + time::Duration::milliseconds(600);
+    app.clock.set(base);
+    let user = app.sign_up("sam").await;
+    let id = user["id"].as_str().expect("id");
+    set_roles(&app, id, &["admin"]).await;
+    let t = app.login_again("sam").await;
+    set_roles(&app, id, &[]).await;
+    let (name, value) = bearer(&t.access);
+    authorize(&app, "", (name, value.as_str()))
+        .await
+        .assert_error(401, "unauthorized");
+
+    let started = std::time::Instant::now();
+    let next = app.rotate(&t.refresh).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "minted without waiting out the second: {:?}",
+        started.elapsed()
+    );
+    let claims = jwt_part(&next.access, 1);
+    assert_eq!(claims["iat"], base.unix_timestamp() + 1);
+    assert_eq!(claims["roles"], json!([]));
+    let (name, value) = bearer(&next.access);
+    let r = authorize(&app, "", (name, value.as_str())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
