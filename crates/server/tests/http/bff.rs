@@ -951,16 +951,14 @@ async fn a_revoked_session_is_refused_at_once_and_its_tokens_are_dropped() {
 async fn bff_tokens_carry_roles_and_a_removal_remints_them() {
     let f = fixture().await;
     let b = f.user("bff-roles").await;
-    let user = latchkey_core::UserId::parse(
-        &f.app
-            .get("/v1/session", &[("cookie", &b.cookie)])
-            .await
-            .json()["session"]["user"]["id"]
-            .as_str()
-            .expect("user id")
-            .to_string(),
-    )
-    .expect("user id");
+    let session = f
+        .app
+        .get("/v1/session", &[("cookie", &b.cookie)])
+        .await
+        .json();
+    let user =
+        latchkey_core::UserId::parse(session["session"]["user"]["id"].as_str().expect("user id"))
+            .expect("user id");
     let ttl = f.app.state.policy.access_ttl;
     let now = f.app.clock.now();
     let roles = |names: &[&str]| names.iter().map(|r| r.to_string()).collect::<Vec<_>>();
