@@ -404,3 +404,36 @@ async fn a_token_minted_in_the_second_of_a_removal_is_not_stale() {
     let r = authorize(&app, "", (name, value.as_str())).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// The largest role set allowed still fits in a token and a forward-auth header.
+#[tokio::test]
+async fn the_largest_role_set_fits_in_a_token() {
+    let app = roles_app().await;
+    let user = app.sign_up("max").await;
+    let id = user["id"].as_str().expect("id");
+    let many: Vec<String> = (0..64)
+        .map(|i| format!("{i:02}{}", "r".repeat(62)))
+        .collect();
+    let r = put_roles(&app, id, &json!({ "roles": many })).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = app.login_again("max").await;
+    assert_eq!(
+        jwt_part(&t.access, 1)["roles"]
+            .as_array()
+            .expect("roles")
+            .len(),
+        64
+    );
+    let (name, value) = bearer(&t.access);
+    let r = authorize(
+        &app,
+        "?role=00rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr",
+        (name, value.as_str()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-latchkey-roles").map(|h| h.split(',').count()),
+        Some(64)
+    );
+}
