@@ -281,6 +281,7 @@ fn help_explains_commands_and_exit_codes() {
         &["user", "ban"],
         &["user", "unban"],
         &["user", "set-password"],
+        &["user", "roles"],
         &["session", "list"],
         &["session", "revoke"],
         &["keys", "list"],
@@ -321,7 +322,7 @@ fn bad_arguments_are_usage_errors() {
         (&["frobnicate"][..], "frobnicate"),
         (
             &["user"],
-            "commands: add, list, show, ban, unban, set-password",
+            "commands: add, list, show, ban, unban, set-password, roles",
         ),
         (&["user", "add"], "<USERNAME>"),
         (&["user", "lst"], "'list'"),
@@ -497,6 +498,91 @@ fn users_are_added_listed_and_shown() {
     env.run(&["session", "revoke", "--user", "nobody"])
         .fails(3, "no such user");
     env.assert_no_password_printed();
+}
+
+#[test]
+fn user_roles_are_shown_set_added_and_removed() {
+    let env = Env::new();
+    let alice = env.add_user("alice");
+    let session = env.add_session(&alice);
+
+    let shown = env.run(&["user", "roles", "alice"]).ok();
+    assert_eq!(shown.stdout.trim(), "(none)");
+    let shown = env.run(&["user", "show", "alice"]).ok();
+    assert!(
+        shown.stdout.contains("roles          (none)"),
+        "{}",
+        shown.stdout
+    );
+
+    // Granting: no session is marked stale.
+    let set = env
+        .run(&["user", "roles", "alice", "--set", "reader,admin", "--json"])
+        .ok()
+        .json();
+    assert_eq!(set["roles"], serde_json::json!(["admin", "reader"]));
+    assert_eq!(set["previous"], serde_json::json!([]));
+    assert_eq!(set["stale_sessions"], serde_json::json!([]));
+    let added = env
+        .run(&["user", "roles", "ALICE", "--add", "billing:read", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        added["roles"],
+        serde_json::json!(["admin", "billing:read", "reader"])
+    );
+
+    // Removing: the live session gets a "stale before" feed entry; nobody is logged out.
+    let removed = env
+        .run(&["user", "roles", &alice, "--remove", "admin", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        removed["roles"],
+        serde_json::json!(["billing:read", "reader"])
+    );
+    assert_eq!(
+        removed["stale_sessions"],
+        serde_json::json!([session.as_str()])
+    );
+    let text = env
+        .run(&["user", "roles", "alice", "--remove", "reader"])
+        .ok();
+    assert!(text.stdout.contains("billing:read"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("stale in 1 session"),
+        "{}",
+        text.stdout
+    );
+    let feed = env.store(async |store| {
+        store
+            .revocations_after(0, 100, OffsetDateTime::now_utc())
+            .await
+            .expect("feed")
+    });
+    assert_eq!(feed.len(), 2);
+    assert!(
+        feed.iter()
+            .all(|e| e.iat_before.is_some() && e.sid.to_string() == session)
+    );
+    let shown = env.run(&["user", "show", "alice", "--json"]).ok().json();
+    assert_eq!(shown["roles"], serde_json::json!(["billing:read"]));
+    assert_eq!(shown["live_sessions"], 1, "not logged out");
+
+    // Clearing, bad names, unknown users, conflicting flags.
+    let cleared = env
+        .run(&["user", "roles", "alice", "--set", "", "--json"])
+        .ok()
+        .json();
+    assert_eq!(cleared["roles"], serde_json::json!([]));
+    env.run(&["user", "roles", "alice", "--add", "two words"])
+        .fails(2, "invalid role name");
+    env.run(&["user", "roles", "alice", "--set", "ok,bad/name"])
+        .fails(2, "invalid role name");
+    env.run(&["user", "roles", "nobody", "--add", "admin"])
+        .fails(3, "no such user");
+    let conflicting = env.run(&["user", "roles", "alice", "--set", "a", "--add", "b"]);
+    assert_eq!(conflicting.code, 2, "{}", conflicting.stderr);
 }
 
 #[test]

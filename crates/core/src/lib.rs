@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod model;
 pub mod policy;
+pub mod role;
 pub mod secret;
 pub mod username;
 
@@ -16,5 +17,6 @@ pub use model::{
     RevokeReason, Session, SessionId, SessionKind, User, UserId,
 };
 pub use policy::{Presentation, RefusalReason, TokenPolicy, judge_presentation};
+pub use role::{MAX_ROLES, RoleError, is_valid_role, normalize_roles, removes_any, stale_before};
 pub use secret::{SealError, Secret, SecretHash, open_successor, seal_successor};
 pub use username::{Username, UsernameError};

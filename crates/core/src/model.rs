@@ -169,11 +169,16 @@ impl Revocation {
 
 /// An entry of the revocation feed: session `sid` was revoked; its access tokens may be live
 /// until `exp`. Cursors grow strictly and become visible in increasing order.
+///
+/// With `iat_before` set, the entry is narrower (a role was removed from the session's user,
+/// docs/decisions/0011): only the tokens of `sid` issued before that whole second (`iat` less
+/// than it) are stale; the session lives on and tokens minted since pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevocationEvent {
     pub cursor: i64,
     pub sid: SessionId,
     pub exp: OffsetDateTime,
+    pub iat_before: Option<OffsetDateTime>,
 }
 
 /// One login. Cookie sessions and token families are both sessions, listed and revoked alike.

@@ -21,6 +21,9 @@ pub const PAGE: u32 = 1000;
 
 pub struct Follower {
     revoked: RwLock<HashMap<SessionId, OffsetDateTime>>,
+    /// Role removals (docs/decisions/0011): tokens of the session with `iat` before the first
+    /// value (epoch seconds) are stale until the second.
+    stale: RwLock<HashMap<SessionId, (i64, OffsetDateTime)>>,
     cursor: AtomicI64,
     last_ok: Mutex<Option<Instant>>,
     events: broadcast::Sender<RevocationEvent>,
@@ -30,6 +33,7 @@ impl Default for Follower {
     fn default() -> Self {
         Self {
             revoked: RwLock::new(HashMap::new()),
+            stale: RwLock::new(HashMap::new()),
             cursor: AtomicI64::new(0),
             last_ok: Mutex::new(None),
             events: broadcast::channel(4096).0,
@@ -46,6 +50,18 @@ impl Follower {
             .contains_key(sid)
     }
 
+    /// Whether a token of `sid` issued at `iat` (epoch seconds) is refused: its session was
+    /// revoked, or a role was removed from its user after it was minted (docs/decisions/0011).
+    pub fn is_token_revoked(&self, sid: &SessionId, iat: i64) -> bool {
+        self.is_revoked(sid)
+            || self
+                .stale
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(sid)
+                .is_some_and(|(before, _)| iat < *before)
+    }
+
     /// True when the log was read successfully within [`MAX_STALENESS`].
     pub fn is_fresh(&self) -> bool {
         self.last_ok
@@ -60,6 +76,16 @@ impl Follower {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(sid, exp);
+    }
+
+    /// Records a role removal made by this instance at once, ahead of the next poll.
+    pub fn note_local_stale(&self, sid: SessionId, iat_before: i64, exp: OffsetDateTime) {
+        note_stale(
+            &mut self.stale.write().unwrap_or_else(|p| p.into_inner()),
+            sid,
+            iat_before,
+            exp,
+        );
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RevocationEvent> {
@@ -82,10 +108,20 @@ impl Follower {
             let n = page.len();
             {
                 let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+                let mut stale = self.stale.write().unwrap_or_else(|p| p.into_inner());
                 for event in &page {
-                    revoked.insert(event.sid, event.exp);
+                    match event.iat_before {
+                        None => {
+                            let exp = revoked.entry(event.sid).or_insert(event.exp);
+                            *exp = (*exp).max(event.exp);
+                        }
+                        Some(before) => {
+                            note_stale(&mut stale, event.sid, before.unix_timestamp(), event.exp)
+                        }
+                    }
                 }
                 revoked.retain(|_, exp| *exp > horizon);
+                stale.retain(|_, (_, exp)| *exp > horizon);
             }
             for event in page.iter().copied() {
                 // Two polls may overlap (the periodic one and one after a local revocation):
@@ -102,6 +138,19 @@ impl Follower {
         *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(total)
     }
+}
+
+/// Keeps, per session, the latest "stale before" second and the latest expiry: a later role
+/// removal covers every token an earlier one did.
+fn note_stale(
+    stale: &mut HashMap<SessionId, (i64, OffsetDateTime)>,
+    sid: SessionId,
+    iat_before: i64,
+    exp: OffsetDateTime,
+) {
+    let entry = stale.entry(sid).or_insert((iat_before, exp));
+    entry.0 = entry.0.max(iat_before);
+    entry.1 = entry.1.max(exp);
 }
 
 /// Follows the log for the life of the runtime.

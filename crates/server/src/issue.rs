@@ -1,13 +1,14 @@
 //! Minting access tokens for a session: the RFC 9068 claims in one place, for the token
-//! endpoint and `POST /v1/session/token`.
+//! endpoint, `POST /v1/session/token` and the BFF (through [`roles_at_mint`]).
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::Json;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::Session;
+use latchkey_core::{Session, UserId};
 use latchkey_tokens::{AccessTokenClaims, new_jti};
 use serde::Serialize;
+use time::OffsetDateTime;
 
 /// A signed access token and the claims it carries.
 pub struct AccessToken {
@@ -16,15 +17,16 @@ pub struct AccessToken {
 }
 
 /// Signs an access token of `session` for `client_id` and `audience`; it expires after the
-/// configured lifetime, or with the session if that comes first.
-pub fn access_token(
+/// configured lifetime, or with the session if that comes first. It carries the user's roles
+/// as they are now ([`roles_at_mint`]).
+pub async fn access_token(
     state: &AppState,
     session: &Session,
     client_id: &str,
     audience: &str,
     scope: &str,
 ) -> Result<AccessToken, ApiError> {
-    let now = state.clock.now();
+    let (roles, now) = roles_at_mint(state, session.user_id).await?;
     let exp = state.policy.access_expiry(session, now);
     let claims = AccessTokenClaims {
         iss: state.issuer.clone(),
@@ -37,6 +39,7 @@ pub fn access_token(
         client_id: client_id.to_string(),
         scope: scope.to_string(),
         sid: session.id.to_string(),
+        roles,
     };
     let token = state
         .keyring()
@@ -66,12 +69,50 @@ pub fn client_access_token(
         client_id: client_id.to_string(),
         scope: scope.to_string(),
         sid: latchkey_core::SessionId::new().to_string(),
+        roles: Vec::new(),
     };
     let token = state
         .keyring()
         .sign(&claims)
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
     Ok(AccessToken { token, claims })
+}
+
+/// Longest wait before minting after a role removal (the rest of its second, plus clock skew
+/// between instances).
+const MAX_MINT_WAIT: time::Duration = time::Duration::seconds(2);
+
+/// The user's current roles for a token minted now, and the instant to mint it at (its `iat`).
+///
+/// A role removal at instant `r` puts "tokens of these sessions with `iat` before
+/// `stale_before(r)` (the next whole second) are stale" on the feed (docs/decisions/0011). A
+/// token minted with the new roles in the rest of that second would be refused with them, so
+/// minting waits out that fraction of a second: tokens minted after a removal always pass.
+/// (With a clock that does not move, as in tests, `iat` is that second instead.) A user that
+/// no longer exists has no roles.
+pub async fn roles_at_mint(
+    state: &AppState,
+    user: UserId,
+) -> Result<(Vec<String>, OffsetDateTime), ApiError> {
+    let stored = state.store.user_roles(user).await?.unwrap_or_default();
+    let mut now = state.clock.now();
+    if let Some(removed_at) = stored.removed_at {
+        let valid_from = latchkey_core::stale_before(removed_at);
+        let wait = valid_from - now;
+        if wait > time::Duration::ZERO && wait <= MAX_MINT_WAIT {
+            tokio::time::sleep(wait.unsigned_abs()).await;
+            now = state.clock.now().max(valid_from);
+        } else if wait > MAX_MINT_WAIT {
+            // The removal was stamped by a clock well ahead of this one: never mint into the
+            // future for that; verifiers refuse these tokens until the clocks agree.
+            tracing::warn!(
+                user_id = %user,
+                ahead_ms = wait.whole_milliseconds(),
+                "a role removal is stamped in the future; check the clocks of Latchkey's hosts"
+            );
+        }
+    }
+    Ok((stored.roles, now))
 }
 
 #[derive(Serialize)]

@@ -30,7 +30,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -74,6 +74,8 @@ pub fn app(state: AppState) -> Router {
         .route("/admin/v1/users/{id}/ban", post(routes::admin::ban))
         .route("/admin/v1/users/{id}/unban", post(routes::admin::unban))
         .route("/admin/v1/users/{id}/sessions", delete(routes::admin::revoke_sessions))
+        .route("/admin/v1/users/{id}", get(routes::admin::user))
+        .route("/admin/v1/users/{id}/roles", put(routes::admin::set_roles))
         .merge(routes::pages::router())
         .route("/oauth/token", post(routes::oauth::token))
         .route("/oauth/authorize", get(routes::oauth_authorize::authorize))

@@ -301,4 +301,21 @@ impl Store for TimedStore {
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         timed("purge_expired", self.0.purge_expired(now, limit)).await
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<latchkey_store::UserRoles>> {
+        timed("user_roles", self.0.user_roles(user)).await
+    }
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<latchkey_store::RolesChanged>> {
+        timed(
+            "set_user_roles",
+            self.0.set_user_roles(user, roles, at, access_ttl),
+        )
+        .await
+    }
 }

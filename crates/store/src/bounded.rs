@@ -281,6 +281,24 @@ impl<S: Store> Store for Bounded<S> {
         )
         .await
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        within(self.limits.call, "user_roles", self.inner.user_roles(user)).await
+    }
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        within(
+            self.limits.call,
+            "set_user_roles",
+            self.inner.set_user_roles(user, roles, at, access_ttl),
+        )
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -401,6 +419,18 @@ mod tests {
             std::future::pending().await
         }
         async fn count_live_sessions(&self, _: OffsetDateTime) -> StoreResult<u64> {
+            std::future::pending().await
+        }
+        async fn user_roles(&self, _: UserId) -> StoreResult<Option<crate::UserRoles>> {
+            std::future::pending().await
+        }
+        async fn set_user_roles(
+            &self,
+            _: UserId,
+            _: &[String],
+            _: OffsetDateTime,
+            _: time::Duration,
+        ) -> StoreResult<Option<crate::RolesChanged>> {
             std::future::pending().await
         }
     }

@@ -56,7 +56,8 @@ macro_rules! store_conformance_tests {
             logins_racing_revoke_all_never_outlive_it, logins_racing_revoke_others_never_outlive_it,
             auth_codes_are_consumed_once, auth_code_replay_finds_the_issued_session,
             auth_code_race_has_one_winner, revoking_a_parent_revokes_its_children,
-            children_need_a_live_parent_of_the_same_user
+            children_need_a_live_parent_of_the_same_user,
+            roles_roundtrip, role_removal_marks_live_sessions_stale_without_revoking
         );
     };
 }
@@ -1749,4 +1750,191 @@ pub async fn children_need_a_live_parent_of_the_same_user(store: Arc<dyn Store>)
     for s in [&foreign, &orphan, &late] {
         assert_eq!(store.session(s.id).await.expect("get"), None);
     }
+}
+
+// ---- Roles (docs/decisions/0011) ----
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|r| r.to_string()).collect()
+}
+
+pub async fn roles_roundtrip(store: Arc<dyn Store>) {
+    let (u, _, _) = family(store.as_ref()).await;
+    let none = store.user_roles(u.id).await.expect("roles").expect("user");
+    assert_eq!(none, crate::UserRoles::default(), "a new user has no roles");
+    assert_eq!(store.user_roles(UserId::new()).await.expect("roles"), None);
+    let ttl = Duration::minutes(15);
+    assert_eq!(
+        store
+            .set_user_roles(UserId::new(), &names(&["a"]), t0(), ttl)
+            .await
+            .expect("set"),
+        None,
+        "unknown user"
+    );
+
+    // Granting needs no feed entry: older tokens simply lack the role.
+    let granted = store
+        .set_user_roles(u.id, &names(&["admin", "billing:read"]), t0(), ttl)
+        .await
+        .expect("set")
+        .expect("user");
+    assert_eq!(granted.previous, Vec::<String>::new());
+    assert_eq!(granted.roles, names(&["admin", "billing:read"]));
+    assert!(granted.stale.is_empty());
+    let read = store.user_roles(u.id).await.expect("roles").expect("user");
+    assert_eq!(read.roles, names(&["admin", "billing:read"]));
+    assert_eq!(read.removed_at, None);
+    assert!(
+        store
+            .revocations_after(0, 100, t0())
+            .await
+            .expect("feed")
+            .is_empty()
+    );
+    // The user record itself is unchanged by roles.
+    assert_eq!(store.user_by_id(u.id).await.expect("user"), Some(u.clone()));
+
+    // Clearing all roles is a removal.
+    let at = t0() + Duration::seconds(5);
+    let cleared = store
+        .set_user_roles(u.id, &[], at, ttl)
+        .await
+        .expect("set")
+        .expect("user");
+    assert_eq!(cleared.previous, names(&["admin", "billing:read"]));
+    let read = store.user_roles(u.id).await.expect("roles").expect("user");
+    assert!(read.roles.is_empty());
+    assert_eq!(read.removed_at, Some(at));
+}
+
+pub async fn role_removal_marks_live_sessions_stale_without_revoking(store: Arc<dyn Store>) {
+    let (u, a, a_token) = family(store.as_ref()).await;
+    let other = user(&format!("o{}", UserId::new().0.simple()));
+    store.create_user(&other).await.expect("other user");
+    let theirs = token_session(other.id, t0(), Duration::days(7));
+    // Ends 5 minutes after the change: its tokens cannot outlive that.
+    let short = token_session(
+        u.id,
+        t0() - Duration::hours(1),
+        Duration::hours(1) + Duration::minutes(5),
+    );
+    let revoked = token_session(u.id, t0(), Duration::days(7));
+    let over = token_session(u.id, t0() - Duration::days(8), Duration::days(7));
+    let (cookie, _) = cookie_session(u.id, t0());
+    for s in [&theirs, &short, &revoked, &over, &cookie] {
+        assert_eq!(
+            store.create_session(s, None).await.expect("create"),
+            CreateOutcome::Created
+        );
+    }
+    assert!(
+        store
+            .revoke_session(revoked.id, &rev(RevokeReason::Logout, t0()))
+            .await
+            .expect("revoke")
+    );
+    let ttl = Duration::minutes(15);
+    store
+        .set_user_roles(u.id, &names(&["a", "b"]), t0(), ttl)
+        .await
+        .expect("grant")
+        .expect("user");
+    store
+        .set_user_roles(other.id, &names(&["a", "b"]), t0(), ttl)
+        .await
+        .expect("grant")
+        .expect("user");
+    let before = store.revocations_after(0, 100, t0()).await.expect("feed");
+    assert_eq!(before.len(), 1, "only the logout: {before:?}");
+    let after_logout = before[0].cursor;
+
+    // Removing "b" while adding "c": a removal.
+    let at = t0() + Duration::milliseconds(300);
+    let changed = store
+        .set_user_roles(u.id, &names(&["a", "c"]), at, ttl)
+        .await
+        .expect("set")
+        .expect("user");
+    assert_eq!(changed.previous, names(&["a", "b"]));
+    let mut live = vec![a.id, short.id, cookie.id];
+    live.sort();
+    assert_eq!(changed.stale, live);
+
+    let events = store
+        .revocations_after(after_logout, 100, at)
+        .await
+        .expect("feed");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.windows(2).all(|w| w[0].cursor < w[1].cursor));
+    let whole_second = t0() + Duration::seconds(1);
+    for e in &events {
+        assert!(live.contains(&e.sid), "{e:?}");
+        assert_eq!(e.iat_before, Some(whole_second), "{e:?}");
+        let expected = if e.sid == short.id {
+            t0() + Duration::minutes(5)
+        } else {
+            at + ttl
+        };
+        assert_eq!(e.exp, expected, "{e:?}");
+    }
+    let roles = store.user_roles(u.id).await.expect("roles").expect("user");
+    assert_eq!(roles.roles, names(&["a", "c"]));
+    assert_eq!(roles.removed_at, Some(at));
+    assert_eq!(
+        store
+            .user_roles(other.id)
+            .await
+            .expect("roles")
+            .expect("user")
+            .roles,
+        names(&["a", "b"]),
+        "another user's roles are untouched"
+    );
+
+    // Nobody is logged out: the sessions are live and the family still rotates.
+    for s in [&a, &short, &cookie] {
+        let read = store.session(s.id).await.expect("session").expect("exists");
+        assert!(read.is_live(at), "{read:?}");
+    }
+    assert_usable(store.as_ref(), &a, &a_token, "after a role removal").await;
+
+    // Granting afterwards adds no entry and keeps the last removal.
+    let later = at + Duration::seconds(3);
+    let granted = store
+        .set_user_roles(u.id, &names(&["a", "c", "d"]), later, ttl)
+        .await
+        .expect("set")
+        .expect("user");
+    assert!(granted.stale.is_empty() || granted.stale == changed.stale);
+    let roles = store.user_roles(u.id).await.expect("roles").expect("user");
+    assert_eq!(roles.removed_at, Some(at));
+
+    // A revocation afterwards is a full one (no iat_before), after the stale entries.
+    assert!(
+        store
+            .revoke_session(a.id, &rev(RevokeReason::Logout, later))
+            .await
+            .expect("revoke")
+    );
+    let tail = store
+        .revocations_after(events[2].cursor, 100, later)
+        .await
+        .expect("feed");
+    let full = tail
+        .iter()
+        .find(|e| e.iat_before.is_none())
+        .expect("full revocation");
+    assert_eq!(full.sid, a.id);
+
+    // Past their exp, the stale entries are neither served nor kept.
+    let gone = later + ttl + Duration::seconds(1);
+    assert!(
+        store
+            .revocations_after(after_logout, 100, gone)
+            .await
+            .expect("feed")
+            .iter()
+            .all(|e| e.iat_before.is_none())
+    );
 }

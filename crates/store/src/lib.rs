@@ -258,6 +258,68 @@ pub trait Store: Send + Sync + 'static {
     /// (sampled, not on the request path). SQL backends leave revoked sessions out; Redis
     /// counts them until their end (an approximation, documented).
     async fn count_live_sessions(&self, now: OffsetDateTime) -> StoreResult<u64>;
+
+    // ---- Roles (docs/decisions/0011) ----
+
+    /// The user's roles (sorted) and the instant a role was last removed from them; `None`
+    /// when no such user exists.
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<UserRoles>>;
+    /// One step, all or nothing: replaces the user's roles with `roles` (valid, sorted, no
+    /// duplicates: see `latchkey_core::normalize_roles`). When that removes at least one role,
+    /// also records `at` as the last removal and appends, for every live session of the user, a
+    /// feed entry with `iat_before = latchkey_core::stale_before(at)` and `exp` = when the
+    /// session's last access token minted so far expires (`at + access_ttl`, never after the
+    /// session's end). No session is revoked. `None` when no such user exists.
+    ///
+    /// The Redis backend sets the roles in SQL, then appends the entries in Redis: two steps,
+    /// and a retry of the same call re-appends them while the last removal may still matter.
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<RolesChanged>>;
+}
+
+/// A user's roles as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserRoles {
+    /// Sorted, without duplicates.
+    pub roles: Vec<String>,
+    /// When a role was last removed: tokens minted before `stale_before(removed_at)` may carry
+    /// it. Latchkey mints no token with an earlier `iat` than that.
+    pub removed_at: Option<OffsetDateTime>,
+}
+
+/// What [`Store::set_user_roles`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolesChanged {
+    /// The roles before the change.
+    pub previous: Vec<String>,
+    /// The roles now (as given).
+    pub roles: Vec<String>,
+    /// The sessions that got a "stale before" feed entry, in id order (empty unless a role
+    /// was removed).
+    pub stale: Vec<SessionId>,
+}
+
+/// Roles as stored in one SQL column or Redis field: the names joined by `,` (a character no
+/// role name has).
+pub(crate) fn encode_roles(roles: &[String]) -> String {
+    roles.join(",")
+}
+
+pub(crate) fn decode_roles(text: &str) -> StoreResult<Vec<String>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let roles: Vec<String> = text.split(',').map(str::to_string).collect();
+    if roles.iter().all(|r| latchkey_core::is_valid_role(r)) {
+        Ok(roles)
+    } else {
+        Err(StoreError::Corrupt("stored roles".into()))
+    }
 }
 
 /// Opens the store named by a `database` URL (`sqlite:…`, `memory:`), running migrations.

@@ -18,6 +18,8 @@ struct Inner {
     sessions: HashMap<SessionId, Session>,
     refresh_tokens: HashMap<SecretHash, StoredRefresh>,
     keys: Vec<StoredKey>,
+    /// Roles per user (docs/decisions/0011); absent = none.
+    roles: HashMap<UserId, crate::UserRoles>,
     /// The revocation feed, in cursor order.
     feed: Vec<RevocationEvent>,
     next_cursor: i64,
@@ -448,6 +450,57 @@ impl Store for MemoryStore {
         });
         Ok((old_codes.len() + dead.len() + removed_events) as u64)
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        let inner = self.lock();
+        if !inner.users.contains_key(&user) {
+            return Ok(None);
+        }
+        Ok(Some(inner.roles.get(&user).cloned().unwrap_or_default()))
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        if !inner.users.contains_key(&user) {
+            return Ok(None);
+        }
+        let entry = inner.roles.entry(user).or_default();
+        let previous = std::mem::replace(&mut entry.roles, roles.to_vec());
+        let mut stale = Vec::new();
+        if latchkey_core::removes_any(&previous, roles) {
+            entry.removed_at = Some(at);
+            let iat_before = latchkey_core::stale_before(at);
+            let mut live: Vec<&Session> = inner
+                .sessions
+                .values()
+                .filter(|s| s.user_id == user && s.is_live(at))
+                .collect();
+            live.sort_by_key(|s| s.id);
+            for s in live {
+                let exp = (at + access_ttl).min(s.expires_at);
+                inner.next_cursor += 1;
+                inner.feed.push(RevocationEvent {
+                    cursor: inner.next_cursor,
+                    sid: s.id,
+                    exp,
+                    iat_before: Some(iat_before),
+                });
+                stale.push(s.id);
+            }
+        }
+        Ok(Some(crate::RolesChanged {
+            previous,
+            roles: roles.to_vec(),
+            stale,
+        }))
+    }
 }
 
 /// Marks one session revoked and, if any of its access tokens may still be live, appends a
@@ -467,6 +520,7 @@ fn revoke_one(
             cursor: *next,
             sid: s.id,
             exp,
+            iat_before: None,
         });
     }
 }

@@ -438,8 +438,8 @@ impl Store for PgStore {
         limit: u32,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<RevocationEvent>> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT cursor, sid, exp FROM revocations WHERE cursor > $1 AND exp > $2 ORDER BY cursor LIMIT $3",
+        let rows: Vec<(i64, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT cursor, sid, exp, iat_before FROM revocations WHERE cursor > $1 AND exp > $2 ORDER BY cursor LIMIT $3",
         )
         .bind(after)
         .bind(to_nanos(now))
@@ -448,11 +448,12 @@ impl Store for PgStore {
         .await
         .map_err(unavailable)?;
         rows.into_iter()
-            .map(|(cursor, sid, exp)| {
+            .map(|(cursor, sid, exp, iat_before)| {
                 Ok(RevocationEvent {
                     cursor,
                     sid: SessionId(parse_uuid(&sid)?),
                     exp: from_nanos(exp)?,
+                    iat_before: opt_from_nanos(iat_before)?,
                 })
             })
             .collect()
@@ -732,6 +733,77 @@ impl Store for PgStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(sessions + codes + events)
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT roles, roles_removed_at FROM users WHERE id = $1")
+                .bind(user.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        row.map(|(roles, removed_at)| {
+            Ok(crate::UserRoles {
+                roles: crate::decode_roles(&roles)?,
+                removed_at: opt_from_nanos(removed_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        // One transaction: the roles, the removal instant and the feed entries commit together.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT roles FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        let previous = crate::decode_roles(&previous)?;
+        let removed = latchkey_core::removes_any(&previous, roles);
+        sqlx::query(
+            "UPDATE users SET roles = $1, roles_removed_at = CASE WHEN $2 THEN $3 ELSE roles_removed_at END WHERE id = $4",
+        )
+        .bind(crate::encode_roles(roles))
+        .bind(removed)
+        .bind(to_nanos(at))
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut stale = Vec::new();
+        if removed {
+            let sessions: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, expires_at FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY id",
+            )
+            .bind(user.to_string())
+            .bind(to_nanos(at))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            append_stale(&mut tx, &sessions, at, access_ttl).await?;
+            stale = sessions
+                .iter()
+                .map(|(id, _)| parse_uuid(id).map(SessionId))
+                .collect::<StoreResult<Vec<_>>>()?;
+            stale.sort();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(crate::RolesChanged {
+            previous,
+            roles: roles.to_vec(),
+            stale,
+        }))
+    }
 }
 
 /// Appends a feed event per revoked `(sid, session expires_at)` whose tokens may be live.
@@ -873,4 +945,41 @@ impl Drop for TestSchema {
             ),
         }
     }
+}
+
+/// Appends a "stale before" feed entry (docs/decisions/0011) per `(sid, session expires_at)`,
+/// with cursors taken as in `append_feed`. Call it last in the transaction.
+async fn append_stale(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    sessions: &[(String, i64)],
+    at: OffsetDateTime,
+    access_ttl: time::Duration,
+) -> StoreResult<()> {
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let sids: Vec<String> = sessions.iter().map(|(sid, _)| sid.clone()).collect();
+    let exps = sessions
+        .iter()
+        .map(|(_, expires_at)| Ok(to_nanos((at + access_ttl).min(from_nanos(*expires_at)?))))
+        .collect::<StoreResult<Vec<i64>>>()?;
+    let count = i64::try_from(sids.len()).unwrap_or(i64::MAX);
+    let last: i64 =
+        sqlx::query_scalar("UPDATE revocation_cursor SET last = last + $1 RETURNING last")
+            .bind(count)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    sqlx::query(
+        "INSERT INTO revocations (cursor, sid, exp, iat_before) \
+         SELECT $1 + e.n, e.sid, e.exp, $4 FROM UNNEST($2::text[], $3::bigint[]) WITH ORDINALITY AS e(sid, exp, n)",
+    )
+    .bind(last - count)
+    .bind(sids)
+    .bind(exps)
+    .bind(to_nanos(latchkey_core::stale_before(at)))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }

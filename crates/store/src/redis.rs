@@ -20,7 +20,7 @@
 //! | `{p}ue:{user_id}` | string | the user's session epoch, as far as Redis knows | longest session, at least `TTL_MARGIN` |
 //! | `{p}rt:{hex}` | hash | refresh token: `session_id`, `client_id`, `issued_at`, `consumed_at`, `successor_hash`, `sealed_successor` | the session's remaining TTL |
 //! | `{p}sessions:by-exp` | zset | sids scored by `expires_at` (ms), for purge | longest session |
-//! | `{p}feed` | zset | feed events `"{cursor} {sid} {exp}"` scored by cursor | last event's `exp` + margin |
+//! | `{p}feed` | zset | feed events `"{cursor} {sid} {exp}"`, or `"{cursor} {sid} s{iat_before} {exp}"` for a role removal (docs/decisions/0011), scored by cursor | last event's `exp` + margin |
 //! | `{p}feed:by-exp` | zset | the same members scored by `exp` (ms), for pruning | same |
 //! | `{p}feed:seq` | string | the last cursor handed out | none (see below) |
 //!
@@ -433,6 +433,40 @@ return removed
 "#
 );
 
+/// Role removal (docs/decisions/0011). KEYS: 1 user's session set, 2 feed, 3 feed by expiry,
+/// 4 cursor counter. ARGV: 1 prefix, 2 at, 3 cap (= at + access TTL), 4 iat_before, 5 margin
+/// ms, 6 max TTL ms. Appends `"{cursor} {sid} s{iat_before} {exp}"` for every live session of
+/// the user (revoking none); returns their sids in order.
+const STALE_SESSIONS: &str = concat!(
+    lua_prelude!(),
+    r#"
+local sids = redis.call('SMEMBERS', KEYS[1])
+table.sort(sids, bytes_lt)
+local out = {}
+for _, sid in ipairs(sids) do
+  local f = redis.call('HMGET', ARGV[1] .. 's:' .. sid, 'expires_at', 'revoked_at')
+  if f[1] and not f[2] and cmp(f[1], ARGV[2]) > 0 then
+    local exp = f[1]
+    if cmp(ARGV[3], exp) < 0 then exp = ARGV[3] end
+    if redis.call('EXISTS', KEYS[4]) == 0 then
+      local t = redis.call('TIME')
+      redis.call('SET', KEYS[4], t[1] .. string.format('%06d', tonumber(t[2])))
+    end
+    local cursor = fmt(redis.call('INCR', KEYS[4]))
+    local member = cursor .. ' ' .. sid .. ' s' .. ARGV[4] .. ' ' .. exp
+    redis.call('ZADD', KEYS[2], cursor, member)
+    redis.call('ZADD', KEYS[3], fmt(math.floor(tonumber(exp) / 1e6)), member)
+    local ttl = math.min((tonumber(exp) - tonumber(ARGV[2])) / 1e6 + tonumber(ARGV[5]),
+      tonumber(ARGV[6]))
+    extend_ttl(KEYS[2], ttl)
+    extend_ttl(KEYS[3], ttl)
+    out[#out + 1] = sid
+  end
+end
+return out
+"#
+);
+
 struct Scripts {
     create_session: Script,
     session_by_secret: Script,
@@ -444,6 +478,7 @@ struct Scripts {
     refresh_token: Script,
     rotate: Script,
     purge: Script,
+    stale_sessions: Script,
 }
 
 impl Scripts {
@@ -459,6 +494,7 @@ impl Scripts {
             refresh_token: Script::new(REFRESH_TOKEN),
             rotate: Script::new(ROTATE),
             purge: Script::new(PURGE),
+            stale_sessions: Script::new(STALE_SESSIONS),
         }
     }
 }
@@ -853,16 +889,23 @@ fn token_fields(t: &NewRefreshToken) -> Vec<Vec<u8>> {
 fn parse_event(member: &[u8]) -> StoreResult<RevocationEvent> {
     let corrupt = || StoreError::Corrupt("feed event".into());
     let text = std::str::from_utf8(member).map_err(|_| corrupt())?;
-    let mut parts = text.split(' ');
-    let (Some(cursor), Some(sid), Some(exp), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(corrupt());
+    let parts: Vec<&str> = text.split(' ').collect();
+    let (cursor, sid, iat_before, exp) = match parts[..] {
+        [cursor, sid, exp] => (cursor, sid, None, exp),
+        // A role removal (docs/decisions/0011): only tokens issued before `iat_before` are stale.
+        [cursor, sid, stale, exp] => (
+            cursor,
+            sid,
+            Some(from_nanos(stale.strip_prefix('s').ok_or_else(corrupt)?)?),
+            exp,
+        ),
+        _ => return Err(corrupt()),
     };
     Ok(RevocationEvent {
         cursor: cursor.parse().map_err(|_| corrupt())?,
         sid: SessionId::parse(sid).ok_or_else(corrupt)?,
         exp: from_nanos(exp)?,
+        iat_before,
     })
 }
 
@@ -1230,6 +1273,62 @@ impl Store for RedisStore {
         };
         Ok(removed + codes)
     }
+
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        self.sql.user_roles(user).await
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        // SQL first (the roles are the authority: tokens are minted from them), then the feed
+        // entries in Redis, where the sessions are. If the Redis step fails the caller gets an
+        // error and a retry of the same call re-appends the entries of the last removal while
+        // tokens minted before it may still be live.
+        let Some(mut changed) = self.sql.set_user_roles(user, roles, at, access_ttl).await? else {
+            return Ok(None);
+        };
+        let removed_at = if latchkey_core::removes_any(&changed.previous, roles) {
+            Some(at)
+        } else {
+            self.sql
+                .user_roles(user)
+                .await?
+                .and_then(|r| r.removed_at)
+                .filter(|removed| *removed + access_ttl > at)
+        };
+        let Some(removed_at) = removed_at else {
+            return Ok(Some(changed));
+        };
+        let nanos = |d: time::Duration| i64::try_from(d.whole_nanoseconds()).unwrap_or(i64::MAX);
+        let at_nanos = to_nanos(at);
+        let mut inv = self.scripts.stale_sessions.prepare_invoke();
+        inv.key(self.user_key(user))
+            .key(self.feed_key())
+            .key(self.feed_by_exp_key())
+            .key(self.feed_seq_key())
+            .arg(&self.prefix)
+            .arg(at_nanos.to_string())
+            .arg(at_nanos.saturating_add(nanos(access_ttl)).to_string())
+            .arg(to_nanos(latchkey_core::stale_before(removed_at)).to_string())
+            .arg(TTL_MARGIN.whole_milliseconds().to_string())
+            .arg(MAX_TTL_MS);
+        let sids: Vec<String> = self.invoke(&inv).await?;
+        changed.stale = sids
+            .iter()
+            .map(|sid| {
+                SessionId::parse(sid)
+                    .ok_or_else(|| StoreError::Corrupt(format!("session id {sid:?}")))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        changed.stale.sort();
+        Ok(Some(changed))
+    }
 }
 
 #[cfg(test)]
@@ -1253,6 +1352,12 @@ mod tests {
         assert_eq!(event.cursor, 1_796_000_000_000_001);
         assert_eq!(event.sid, sid);
         assert!(parse_event(b"1 2").is_err());
+        assert_eq!(event.iat_before, None);
+        let stale = format!("7 {sid} s11000000000 20000000000");
+        let event = parse_event(stale.as_bytes()).expect("parses");
+        assert_eq!(event.iat_before.map(|t| t.unix_timestamp()), Some(11));
+        assert_eq!(event.exp.unix_timestamp(), 20);
+        assert!(parse_event(format!("7 {sid} 11000000000 20000000000").as_bytes()).is_err());
     }
 
     #[test]

@@ -366,8 +366,8 @@ impl Store for SqliteStore {
         limit: u32,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<RevocationEvent>> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT cursor, sid, exp FROM revocations WHERE cursor > ? AND exp > ? ORDER BY cursor LIMIT ?",
+        let rows: Vec<(i64, String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT cursor, sid, exp, iat_before FROM revocations WHERE cursor > ? AND exp > ? ORDER BY cursor LIMIT ?",
         )
         .bind(after)
         .bind(to_nanos(now))
@@ -376,11 +376,12 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?;
         rows.into_iter()
-            .map(|(cursor, sid, exp)| {
+            .map(|(cursor, sid, exp, iat_before)| {
                 Ok(RevocationEvent {
                     cursor,
                     sid: SessionId(parse_uuid(&sid)?),
                     exp: from_nanos(exp)?,
+                    iat_before: opt_from_nanos(iat_before)?,
                 })
             })
             .collect()
@@ -643,6 +644,76 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(sessions + codes + events)
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT roles, roles_removed_at FROM users WHERE id = ?")
+                .bind(user.to_string())
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(unavailable)?;
+        row.map(|(roles, removed_at)| {
+            Ok(crate::UserRoles {
+                roles: crate::decode_roles(&roles)?,
+                removed_at: opt_from_nanos(removed_at)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        // One transaction: the roles, the removal instant and the feed entries commit together.
+        let mut tx = self.writer.begin().await.map_err(unavailable)?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT roles FROM users WHERE id = ?")
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let Some(previous) = previous else {
+            return Ok(None);
+        };
+        let previous = crate::decode_roles(&previous)?;
+        let removed = latchkey_core::removes_any(&previous, roles);
+        sqlx::query(
+            "UPDATE users SET roles = ?, roles_removed_at = CASE WHEN ? THEN ? ELSE roles_removed_at END WHERE id = ?",
+        )
+        .bind(crate::encode_roles(roles))
+        .bind(removed)
+        .bind(to_nanos(at))
+        .bind(user.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut stale = Vec::new();
+        if removed {
+            let sessions: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT id, expires_at FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY id",
+            )
+            .bind(user.to_string())
+            .bind(to_nanos(at))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            append_stale(&mut tx, &sessions, at, access_ttl).await?;
+            stale = sessions
+                .iter()
+                .map(|(id, _)| parse_uuid(id).map(SessionId))
+                .collect::<StoreResult<Vec<_>>>()?;
+            stale.sort();
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(crate::RolesChanged {
+            previous,
+            roles: roles.to_vec(),
+            stale,
+        }))
+    }
 }
 
 /// Appends a feed event per revoked `(sid, session expires_at)` whose tokens may be live.
@@ -679,5 +750,26 @@ async fn insert_refresh_token(
     .execute(&mut **tx)
     .await
     .map_err(conflict_or_unavailable("refresh token exists"))?;
+    Ok(())
+}
+
+/// Appends a "stale before" feed entry (docs/decisions/0011) per `(sid, session expires_at)`.
+async fn append_stale(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    sessions: &[(String, i64)],
+    at: OffsetDateTime,
+    access_ttl: time::Duration,
+) -> StoreResult<()> {
+    let iat_before = to_nanos(latchkey_core::stale_before(at));
+    for (sid, expires_at) in sessions {
+        let exp = (at + access_ttl).min(from_nanos(*expires_at)?);
+        sqlx::query("INSERT INTO revocations (sid, exp, iat_before) VALUES (?, ?, ?)")
+            .bind(sid)
+            .bind(to_nanos(exp))
+            .bind(iat_before)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+    }
     Ok(())
 }

@@ -304,6 +304,21 @@ impl Store for FlakyStore {
     async fn purge_expired(&self, now: OffsetDateTime, limit: u32) -> StoreResult<u64> {
         self.write(self.inner.purge_expired(now, limit)).await
     }
+    // ---- Roles (docs/decisions/0011) ----
+    async fn user_roles(&self, user: UserId) -> StoreResult<Option<crate::UserRoles>> {
+        self.read()?;
+        self.inner.user_roles(user).await
+    }
+    async fn set_user_roles(
+        &self,
+        user: UserId,
+        roles: &[String],
+        at: OffsetDateTime,
+        access_ttl: time::Duration,
+    ) -> StoreResult<Option<crate::RolesChanged>> {
+        self.write(self.inner.set_user_roles(user, roles, at, access_ttl))
+            .await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ fn claims() -> AccessTokenClaims {
         client_id: "spa".into(),
         scope: "read write".into(),
         sid: "0192f4c1-8e4b-7c3f-ad72-3f9f6b2c4d5e".into(),
+        roles: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn access_token(ring: &KeyRing) -> String {
         client_id: "spa".into(),
         scope: "openid profile read".into(),
         sid: "0192f4c1-8e4b-7c3f-ad72-3f9f6b2c4d5e".into(),
+        roles: Vec::new(),
     })
     .expect("access token")
 }

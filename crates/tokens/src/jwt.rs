@@ -47,6 +47,11 @@ pub struct AccessTokenClaims {
     pub scope: String,
     /// The public id of the session (refresh family) the token belongs to.
     pub sid: String,
+    /// The user's roles when the token was minted (RFC 9068 §7.2.1.1 `roles`), always issued,
+    /// empty when none. A token without the claim (minted before roles existed) verifies with
+    /// no roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// What a presented token must satisfy, with the clock injected so that expiry is testable.
@@ -495,6 +500,8 @@ struct RawClaims {
     client_id: Option<String>,
     scope: Option<String>,
     sid: Option<String>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
 }
 
 /// RFC 7519 §4.1.3: a single string or an array of strings.
@@ -549,6 +556,7 @@ impl RawClaims {
             client_id,
             scope,
             sid,
+            roles: self.roles.unwrap_or_default(),
         })
     }
 }

@@ -41,6 +41,7 @@ fn fresh_claims() -> AccessTokenClaims {
         client_id: "spa".into(),
         scope: "read write".into(),
         sid: "sess-7".into(),
+        roles: Vec::new(),
     }
 }
 

@@ -57,7 +57,8 @@ pub enum VerifyError {
     /// The token itself was refused (signature, header, claims or lifetime).
     #[error("invalid access token: {0}")]
     InvalidToken(TokenRejection),
-    /// The token's session has been revoked.
+    /// The token's session has been revoked, or the token was minted before a role was removed
+    /// from its user (a feed entry with `iat_before`): the client refreshes to get a current one.
     #[error("session revoked")]
     Revoked,
     /// The revocation feed could not be read for longer than the configured maximum

@@ -1,6 +1,10 @@
 //! Following Latchkey's revocation feed: `GET {feed}?after=<cursor>` answers
 //! `{"cursor":N,"revoked":[{"sid","exp"}...]}`. The revoked sessions are kept, each until its
 //! last access token has expired (plus the leeway), in a map that verification reads.
+//!
+//! An entry with `"iat_before":T` (a role was removed from the session's user) revokes only
+//! the session's tokens issued before `T` (`iat < T`); tokens minted since carry the new roles
+//! and pass. Such entries are kept apart, so a full revocation of the same session always wins.
 
 use std::{
     collections::HashMap,
@@ -27,17 +31,22 @@ pub(crate) struct Page {
     pub revoked: Vec<Event>,
 }
 
-/// A revoked session and when its last access token expires (epoch seconds).
+/// A revoked session and when its last access token expires (epoch seconds); with
+/// `iat_before`, only the tokens issued before that second are revoked.
 #[derive(Deserialize)]
 pub(crate) struct Event {
     pub sid: String,
     pub exp: i64,
+    #[serde(default)]
+    pub iat_before: Option<i64>,
 }
 
 /// The follower's state, shared with every verification.
 pub(crate) struct Revocations {
     /// sid → exp of the session's last access token.
     revoked: RwLock<HashMap<String, i64>>,
+    /// sid → (tokens with `iat` below this are stale, exp of the last such token).
+    stale: RwLock<HashMap<String, (i64, i64)>>,
     /// The `cursor` to pass as `after` next time.
     cursor: AtomicI64,
     /// Nanoseconds after `epoch` of the last complete successful read, plus one; 0: never.
@@ -53,6 +62,7 @@ impl Revocations {
     pub(crate) fn new(leeway_secs: u64) -> Self {
         Revocations {
             revoked: RwLock::new(HashMap::new()),
+            stale: RwLock::new(HashMap::new()),
             cursor: AtomicI64::new(0),
             last_success: AtomicU64::new(0),
             last_prune: AtomicI64::new(0),
@@ -72,6 +82,18 @@ impl Revocations {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .contains_key(sid)
+    }
+
+    /// Whether a token of `sid` issued at `iat` is refused: the session was revoked, or a role
+    /// was removed from its user after the token was minted.
+    pub(crate) fn is_token_revoked(&self, sid: &str, iat: i64) -> bool {
+        self.is_revoked(sid)
+            || self
+                .stale
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(sid)
+                .is_some_and(|(before, _)| iat < *before)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -109,6 +131,7 @@ impl Revocations {
         let had_events = !page.revoked.is_empty();
         if had_events {
             let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+            let mut stale = self.stale.write().unwrap_or_else(PoisonError::into_inner);
             for event in page.revoked {
                 // Already past: every token of the session has expired, nothing to remember.
                 if event.sid.is_empty()
@@ -117,8 +140,18 @@ impl Revocations {
                 {
                     continue;
                 }
-                let exp = revoked.entry(event.sid).or_insert(event.exp);
-                *exp = (*exp).max(event.exp);
+                match event.iat_before {
+                    None => {
+                        let exp = revoked.entry(event.sid).or_insert(event.exp);
+                        *exp = (*exp).max(event.exp);
+                    }
+                    // A later removal covers every token an earlier one did.
+                    Some(before) => {
+                        let entry = stale.entry(event.sid).or_insert((before, event.exp));
+                        entry.0 = entry.0.max(before);
+                        entry.1 = entry.1.max(event.exp);
+                    }
+                }
             }
         }
         if page.cursor != after {
@@ -146,6 +179,9 @@ impl Revocations {
         }
         let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
         revoked.retain(|_, exp| exp.saturating_add(self.keep_after_exp) > now);
+        drop(revoked);
+        let mut stale = self.stale.write().unwrap_or_else(PoisonError::into_inner);
+        stale.retain(|_, (_, exp)| exp.saturating_add(self.keep_after_exp) > now);
     }
 }
 
@@ -161,6 +197,7 @@ mod tests {
                 .map(|(sid, exp)| Event {
                     sid: (*sid).to_owned(),
                     exp: *exp,
+                    iat_before: None,
                 })
                 .collect(),
         }
@@ -204,6 +241,30 @@ mod tests {
         assert_eq!(r.len(), 1);
         r.apply(2, page(2, &[]), 1_600);
         assert!(r.is_revoked("a"), "the later exp must be kept");
+    }
+
+    #[test]
+    fn stale_entries_refuse_only_older_tokens_until_exp() {
+        let r = Revocations::new(0);
+        let body = br#"{"cursor":4,"revoked":[{"sid":"a","exp":1900,"iat_before":1000},{"sid":"a","exp":1800,"iat_before":990},{"sid":"b","exp":1900}]}"#;
+        let first: Page = serde_json::from_slice(body).expect("page");
+        assert!(r.apply(0, first, 1_000));
+        assert!(r.is_token_revoked("a", 999), "minted before the change");
+        assert!(!r.is_token_revoked("a", 1_000), "minted after the change");
+        assert!(!r.is_revoked("a"), "the session itself is not revoked");
+        assert!(
+            r.is_token_revoked("b", 5_000),
+            "a full revocation refuses every token"
+        );
+        assert!(!r.is_token_revoked("c", 0));
+        // A later removal raises the bar.
+        let body = br#"{"cursor":5,"revoked":[{"sid":"a","exp":1950,"iat_before":1200}]}"#;
+        r.apply(4, serde_json::from_slice(body).expect("page"), 1_100);
+        assert!(r.is_token_revoked("a", 1_100));
+        assert!(!r.is_token_revoked("a", 1_200));
+        // Forgotten once every token it could refuse has expired.
+        r.apply(5, page(5, &[]), 1_951);
+        assert!(!r.is_token_revoked("a", 1_100));
     }
 
     #[test]

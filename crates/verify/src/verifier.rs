@@ -198,7 +198,8 @@ impl Shared {
     }
 
     fn check_session(&self, claims: &Claims) -> Result<(), VerifyError> {
-        if self.revocations.is_revoked(&claims.sid) {
+        // Revoked, or older than a removal of one of its user's roles (docs/decisions/0011).
+        if self.revocations.is_token_revoked(&claims.sid, claims.iat) {
             return Err(VerifyError::Revoked);
         }
         if !self.config.fail_open_when_feed_stale

@@ -74,6 +74,28 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show or change a user's roles. Removing a role makes the user's tokens minted before the
+    /// change stale at every verifier that follows the revocation feed, without logging out.
+    #[command(after_help = "Examples:\n  latchkey user roles alice\n  \
+        latchkey user roles alice --set admin,billing:read\n  \
+        latchkey user roles alice --add auditor --remove admin --json\n  \
+        latchkey user roles alice --set ''    (removes every role)")]
+    Roles {
+        /// User id or username.
+        user: String,
+        /// Replace every role with these (comma-separated; empty for none).
+        #[arg(long, value_name = "ROLES", conflicts_with_all = ["add", "remove"])]
+        set: Option<String>,
+        /// Grant a role (repeatable, or comma-separated).
+        #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+        add: Vec<String>,
+        /// Remove a role (repeatable, or comma-separated).
+        #[arg(long, value_name = "ROLE", value_delimiter = ',')]
+        remove: Vec<String>,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn user_json(user: &User) -> serde_json::Value {
@@ -107,6 +129,13 @@ impl UserCommand {
                     password_stdin,
                     json,
                 } => set_password(&ctx, &user, password_stdin, json).await,
+                UserCommand::Roles {
+                    user,
+                    set,
+                    add,
+                    remove,
+                    json,
+                } => roles(&ctx, &user, set, add, remove, json).await,
             }
         })
     }
@@ -206,9 +235,17 @@ async fn show(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
         .live_sessions_of_user(user.id, now)
         .await
         .map_err(|e| ctx.store_error(e))?;
+    let roles = ctx
+        .store
+        .user_roles(user.id)
+        .await
+        .map_err(|e| ctx.store_error(e))?
+        .unwrap_or_default()
+        .roles;
     if as_json {
         let mut value = user_json(&user);
         value["live_sessions"] = sessions.len().into();
+        value["roles"] = roles.into();
         return json(&value);
     }
     let banned = match user.banned_at {
@@ -221,6 +258,7 @@ async fn show(ctx: &Ctx, spec: &str, as_json: bool) -> Result<()> {
     table.row(vec!["created".into(), when(user.created_at)]);
     table.row(vec!["banned".into(), banned]);
     table.row(vec!["live sessions".into(), sessions.len().to_string()]);
+    table.row(vec!["roles".into(), roles_text(&roles)]);
     // Drop the header: a two-column record reads better without it.
     let text = table.render();
     emit(
@@ -330,4 +368,90 @@ async fn set_password(ctx: &Ctx, spec: &str, password_stdin: bool, as_json: bool
         revoked.len(),
         if revoked.len() == 1 { "" } else { "s" }
     ))
+}
+
+fn roles_text(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "(none)".into()
+    } else {
+        roles.join(",")
+    }
+}
+
+/// `latchkey user roles`: as `PUT /admin/v1/users/{id}/roles` (one store step; a removal
+/// appends the feed entries that make older tokens stale).
+async fn roles(
+    ctx: &Ctx,
+    spec: &str,
+    set: Option<String>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    as_json: bool,
+) -> Result<()> {
+    let user = ctx.find_user(spec).await?;
+    let current = ctx
+        .store
+        .user_roles(user.id)
+        .await
+        .map_err(|e| ctx.store_error(e))?
+        .ok_or_else(|| gone(spec))?
+        .roles;
+    let invalid = |e: latchkey_core::RoleError| usage(e.to_string());
+    let wanted = match set {
+        Some(list) => Some(
+            latchkey_core::normalize_roles(list.split(',').filter(|r| !r.is_empty()))
+                .map_err(invalid)?,
+        ),
+        None if add.is_empty() && remove.is_empty() => None,
+        None => {
+            let add = latchkey_core::normalize_roles(&add).map_err(invalid)?;
+            let remove = latchkey_core::normalize_roles(&remove).map_err(invalid)?;
+            let next = current
+                .iter()
+                .filter(|r| !remove.contains(r))
+                .chain(add.iter().filter(|r| !remove.contains(r)));
+            Some(latchkey_core::normalize_roles(next).map_err(invalid)?)
+        }
+    };
+    let Some(wanted) = wanted else {
+        // Only showing.
+        if as_json {
+            return json(&json!({
+                "id": user.id.to_string(),
+                "username": user.username,
+                "roles": current,
+            }));
+        }
+        return emit(&roles_text(&current));
+    };
+    let state = ctx.state().await?;
+    let changed = state
+        .store
+        .set_user_roles(user.id, &wanted, state.clock.now(), state.policy.access_ttl)
+        .await
+        .map_err(|e| ctx.store_error(e))?
+        .ok_or_else(|| gone(spec))?;
+    if as_json {
+        return json(&json!({
+            "id": user.id.to_string(),
+            "username": user.username,
+            "roles": changed.roles,
+            "previous": changed.previous,
+            "stale_sessions": changed.stale.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }));
+    }
+    let mut text = format!(
+        "roles of {} ({}): {}",
+        user.username,
+        user.id,
+        roles_text(&changed.roles)
+    );
+    if !changed.stale.is_empty() {
+        text.push_str(&format!(
+            "; tokens minted before now are stale in {} session{} (no one is logged out)",
+            changed.stale.len(),
+            if changed.stale.len() == 1 { "" } else { "s" }
+        ));
+    }
+    emit(&text)
 }

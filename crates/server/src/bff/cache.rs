@@ -66,8 +66,9 @@ impl TokenCache {
 
     /// The token for `session` (already authenticated) and the route's profile: the cached
     /// one while it has more than [`margin`] to live (or cannot be outlived: the session ends
-    /// first), else a new one.
-    pub fn get(
+    /// first), else a new one carrying the user's current roles. A cached token is dropped
+    /// when its session appears on the feed, "stale before" entries of a role removal included.
+    pub async fn get(
         self: &Arc<Self>,
         state: &AppState,
         session: &Session,
@@ -75,29 +76,23 @@ impl TokenCache {
         audience: &str,
         scope: &str,
     ) -> Result<Minted, ApiError> {
-        let now = state.clock.now();
-        let margin = margin(state.policy.access_ttl);
-        // The expiry a token minted now would get (the session's end caps it).
-        let fresh_exp = whole_seconds(state.policy.access_expiry(session, now));
-        let mut entries = self.lock();
-        if let Some(entry) = entries
-            .by_session
-            .get(&session.id)
-            .and_then(|list| list.iter().find(|e| e.profile == profile))
-            && now < entry.exp
-            && (entry.exp - now > margin || entry.exp >= fresh_exp)
-        {
-            return Ok(entry.minted.clone());
+        if let Some(cached) = self.cached(state, session, profile) {
+            return Ok(cached);
         }
-        // Minting happens under the lock, so concurrent requests of one session share one
-        // token; signing takes microseconds and happens once per token lifetime.
+        // The user's roles ride in the token (docs/decisions/0011): read them, outside the lock.
+        let (roles, now) = crate::issue::roles_at_mint(state, session.user_id).await?;
+        let mut entries = self.lock();
+        // Concurrent requests of one session that missed together share the first one's token.
+        if let Some(cached) = Self::hit(&entries, state, session, profile, state.clock.now()) {
+            return Ok(cached);
+        }
         if entries.sweep_now
             || entries.last_sweep.is_none_or(|t| now - t >= SWEEP_EVERY)
             || entries.by_session.len() >= MAX_SESSIONS
         {
             sweep(&mut entries, state, now);
         }
-        let (minted, exp) = mint(state, session, audience, scope, now)?;
+        let (minted, exp) = mint(state, session, audience, scope, roles, now)?;
         self.minted.fetch_add(1, Ordering::Relaxed);
         let list = entries.by_session.entry(session.id).or_default();
         list.retain(|e| e.profile != profile);
@@ -109,6 +104,30 @@ impl TokenCache {
         drop(entries);
         self.listen(state);
         Ok(minted)
+    }
+
+    /// The cached token for `session` and `profile`, while it has more than [`margin`] to
+    /// live (or cannot be outlived: the session ends first).
+    fn cached(&self, state: &AppState, session: &Session, profile: usize) -> Option<Minted> {
+        Self::hit(&self.lock(), state, session, profile, state.clock.now())
+    }
+
+    fn hit(
+        entries: &Entries,
+        state: &AppState,
+        session: &Session,
+        profile: usize,
+        now: OffsetDateTime,
+    ) -> Option<Minted> {
+        let margin = margin(state.policy.access_ttl);
+        // The expiry a token minted now would get (the session's end caps it).
+        let fresh_exp = whole_seconds(state.policy.access_expiry(session, now));
+        entries
+            .by_session
+            .get(&session.id)
+            .and_then(|list| list.iter().find(|e| e.profile == profile))
+            .filter(|entry| now < entry.exp && (entry.exp - now > margin || entry.exp >= fresh_exp))
+            .map(|entry| entry.minted.clone())
     }
 
     /// Forgets every token of a session.
@@ -181,6 +200,7 @@ fn mint(
     session: &Session,
     audience: &str,
     scope: &str,
+    roles: Vec<String>,
     now: OffsetDateTime,
 ) -> Result<(Minted, OffsetDateTime), ApiError> {
     let exp = whole_seconds(state.policy.access_expiry(session, now));
@@ -195,6 +215,7 @@ fn mint(
         client_id: BFF_CLIENT_ID.to_string(),
         scope: scope.to_string(),
         sid: session.id.to_string(),
+        roles,
     };
     let token = state
         .keyring()

@@ -125,13 +125,16 @@ pub(super) async fn forward(
     if declared.is_some_and(|len| len > bff.max_body) {
         return Err(ApiError::ProxyBodyTooLarge(bff.max_body));
     }
-    let minted = bff.cache.get(
-        state,
-        &session,
-        route.profile,
-        &route.audience,
-        &route.scope,
-    )?;
+    let minted = bff
+        .cache
+        .get(
+            state,
+            &session,
+            route.profile,
+            &route.audience,
+            &route.scope,
+        )
+        .await?;
 
     let peer = request
         .extensions()

@@ -71,10 +71,18 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json
     // Usernames never change: the cache forward auth uses spares a store read per call.
     let user_id = caller.session.user_id;
     let username = state.usernames.get(&state, user_id).await?;
+    // The user's roles as they are now (a token's own may be older).
+    let roles = state
+        .store
+        .user_roles(user_id)
+        .await?
+        .map(|r| r.roles)
+        .unwrap_or_default();
     Ok(Json(json!({
         "id": user_id.to_string(),
         "username": username,
         "session_id": caller.session.id.to_string(),
+        "roles": roles,
     })))
 }
 

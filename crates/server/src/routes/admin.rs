@@ -149,3 +149,80 @@ pub async fn rotate_keys(
     })?;
     Ok(axum::Json(serde_json::json!({ "kid": kid })))
 }
+
+// ---- Roles (docs/decisions/0011) ----
+
+/// The user as the admin API shows it.
+async fn user_json(state: &AppState, id: UserId) -> ApiResult<serde_json::Value> {
+    let user = state
+        .store
+        .user_by_id(id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let roles = state.store.user_roles(id).await?.unwrap_or_default();
+    Ok(serde_json::json!({
+        "id": user.id.to_string(),
+        "username": user.username,
+        "created_at": crate::rfc3339(user.created_at),
+        "banned_at": user.banned_at.map(crate::rfc3339),
+        "roles": roles.roles,
+    }))
+}
+
+/// `GET /admin/v1/users/{id}`: `{"id","username","created_at","banned_at","roles"}`.
+pub async fn user(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let id = parse_user(&id)?;
+    Ok(axum::Json(user_json(&state, id).await?))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoles {
+    roles: Vec<String>,
+}
+
+/// `PUT /admin/v1/users/{id}/roles {"roles":[...]}`: replaces the user's roles; answers like
+/// `GET /admin/v1/users/{id}`. Removing any role makes the tokens minted before the change
+/// stale at every feed-following verifier, without ending a session: one feed entry per live
+/// session of the user, in the same store step. Granting needs none.
+pub async fn set_roles(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    crate::extract::JsonBody(body): crate::extract::JsonBody<SetRoles>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    let id = parse_user(&id)?;
+    let roles = latchkey_core::normalize_roles(&body.roles)
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let at = state.clock.now();
+    let changed = state
+        .store
+        .set_user_roles(id, &roles, at, state.policy.access_ttl)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if !changed.stale.is_empty() {
+        // Known here at once, even if reading the log back below fails.
+        let before = latchkey_core::stale_before(at).unix_timestamp();
+        for sid in &changed.stale {
+            state
+                .follower
+                .note_local_stale(*sid, before, at + state.policy.access_ttl);
+        }
+        if let Err(e) = state.follower.poll_once(&state).await {
+            tracing::warn!(error = %e, "role change recorded; reading the log back failed");
+        }
+    }
+    tracing::warn!(
+        target: "latchkey::security",
+        user_id = %id,
+        roles = ?changed.roles,
+        previous = ?changed.previous,
+        stale_sessions = changed.stale.len(),
+        "user roles set by admin"
+    );
+    Ok(axum::Json(user_json(&state, id).await?))
+}

@@ -42,6 +42,8 @@ impl UsernameCache {
 pub struct Authorized {
     pub subject: Subject,
     pub sid: SessionId,
+    /// A Bearer token's roles; `None` for a cookie caller (the user's current roles apply).
+    pub roles: Option<Vec<String>>,
 }
 
 /// Who a valid credential speaks for.
@@ -78,7 +80,18 @@ fn check_bearer(state: &AppState, token: &str, audience: Option<&str>) -> ApiRes
             "the session of this access token has ended",
         ));
     }
-    Ok(Authorized { subject, sid })
+    // A role was removed after this token was minted (docs/decisions/0011): the client
+    // refreshes and gets a token with the current roles.
+    if state.follower.is_token_revoked(&sid, claims.iat) {
+        return Err(ApiError::Unauthorized(
+            "the roles of this access token are out of date",
+        ));
+    }
+    Ok(Authorized {
+        subject,
+        sid,
+        roles: Some(claims.roles),
+    })
 }
 
 /// `GET /v1/authorize?aud=A`: a Bearer token must be for audience `A` (the app behind the
@@ -87,6 +100,8 @@ fn check_bearer(state: &AppState, token: &str, audience: Option<&str>) -> ApiRes
 #[derive(Default, serde::Deserialize)]
 struct AuthorizeQuery {
     aud: Option<String>,
+    /// `?role=R`: the caller must hold role R, else 403.
+    role: Option<String>,
 }
 
 impl AuthorizeQuery {
@@ -105,6 +120,15 @@ impl AuthorizeQuery {
                 "aud must be 1-256 characters".into(),
             ));
         }
+        if parsed
+            .role
+            .as_deref()
+            .is_some_and(|r| !latchkey_core::is_valid_role(r))
+        {
+            return Err(ApiError::InvalidRequest(
+                "role must be 1-64 characters of A-Z a-z 0-9 _ . : -".into(),
+            ));
+        }
         Ok(parsed)
     }
 }
@@ -113,8 +137,9 @@ impl FromRequestParts<AppState> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Parsed first, so a malformed or repeated parameter is a 400 for every caller.
+        let query = AuthorizeQuery::parse(parts.uri.query())?;
         if let Some(token) = bearer_token(&parts.headers) {
-            let query = AuthorizeQuery::parse(parts.uri.query())?;
             return check_bearer(state, token, query.aud.as_deref());
         }
         let secret = state
@@ -126,11 +151,39 @@ impl FromRequestParts<AppState> for Authorized {
         Ok(Authorized {
             subject: Subject::User(session.user_id),
             sid: session.id,
+            roles: None,
         })
     }
 }
 
-pub async fn authorize(State(state): State<AppState>, who: Authorized) -> ApiResult<Response> {
+pub async fn authorize(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    who: Authorized,
+) -> ApiResult<Response> {
+    let required = AuthorizeQuery::parse(query.as_deref())?.role;
+    let roles = match (who.roles, &who.subject) {
+        // Signed by this server, so valid names; checked anyway since they become a header.
+        (Some(mut roles), _) => {
+            roles.retain(|r| latchkey_core::is_valid_role(r));
+            roles
+        }
+        // A cookie caller: the user's roles as they are now.
+        (None, Subject::User(user)) => state
+            .store
+            .user_roles(*user)
+            .await?
+            .map(|r| r.roles)
+            .unwrap_or_default(),
+        (None, Subject::Client(_)) => Vec::new(),
+    };
+    if let Some(required) = required
+        && !roles.contains(&required)
+    {
+        return Err(ApiError::Forbidden(
+            "the caller does not have the required role".into(),
+        ));
+    }
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     let value = |s: String| {
@@ -150,6 +203,7 @@ pub async fn authorize(State(state): State<AppState>, who: Authorized) -> ApiRes
         }
     }
     headers.insert("x-latchkey-session", value(who.sid.to_string())?);
+    headers.insert("x-latchkey-roles", value(roles.join(","))?);
     headers.insert(
         axum::http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),

@@ -21,8 +21,18 @@ pub struct FeedQuery {
     after: Option<String>,
 }
 
+/// `{"sid","exp"}`: every token of the session is revoked; with `"iat_before"` (a role
+/// removal, docs/decisions/0011) only its tokens whose `iat` is less than that. A verifier that
+/// ignores `iat_before` treats the entry as a revocation: it fails safe.
 fn event_json(e: &RevocationEvent) -> serde_json::Value {
-    json!({"sid": e.sid.to_string(), "exp": e.exp.unix_timestamp()})
+    match e.iat_before {
+        None => json!({"sid": e.sid.to_string(), "exp": e.exp.unix_timestamp()}),
+        Some(before) => json!({
+            "sid": e.sid.to_string(),
+            "exp": e.exp.unix_timestamp(),
+            "iat_before": before.unix_timestamp(),
+        }),
+    }
 }
 
 /// `feed_token`, when configured, must come as `Authorization: Bearer`.

@@ -181,7 +181,7 @@ async fn password_grant(
         }
     }
     tracing::info!(user_id = %user.id, sid = %session.id, client_id = %client.id, "login");
-    issue(state, client, &session, scope, &refresh)
+    issue(state, client, &session, scope, &refresh).await
 }
 
 async fn refresh_grant(
@@ -258,7 +258,7 @@ async fn refresh_grant(
                 {
                     RotateOutcome::Rotated => {
                         crate::metrics::rotation();
-                        return issue(state, client, &session, scope, &successor);
+                        return issue(state, client, &session, scope, &successor).await;
                     }
                     RotateOutcome::NotRotated => continue,
                 }
@@ -268,7 +268,7 @@ async fn refresh_grant(
                 let successor = open_successor(&presented, &sealed_successor)
                     .map_err(|_| ApiError::Internal("sealed successor did not open".into()))?;
                 tracing::info!(sid = %session.id, "refresh token repeated inside the grace window");
-                return issue(state, client, &session, scope, &successor);
+                return issue(state, client, &session, scope, &successor).await;
             }
             Presentation::Reuse => {
                 // Durable before we answer; if the write fails the request fails (503) and
@@ -296,14 +296,15 @@ async fn refresh_grant(
 }
 
 /// Signs an access token for the session and answers with the pair.
-fn issue(
+async fn issue(
     state: &AppState,
     client: &ClientConfig,
     session: &Session,
     scope: String,
     refresh: &Secret,
 ) -> ApiResult<Response> {
-    let minted = crate::issue::access_token(state, session, &client.id, &client.audience, &scope)?;
+    let minted =
+        crate::issue::access_token(state, session, &client.id, &client.audience, &scope).await?;
     Ok(minted.into_response(scope, Some(refresh.to_text())))
 }
 

@@ -130,7 +130,8 @@ pub async fn code_grant(
     );
 
     let scope = record.scope.clone();
-    let minted = crate::issue::access_token(state, &session, &client.id, &client.audience, &scope)?;
+    let minted =
+        crate::issue::access_token(state, &session, &client.id, &client.audience, &scope).await?;
     let id_token = if scope.split(' ').any(|s| s == "openid") {
         let alg = state.config.id_token.algorithm;
         let claims = IdTokenClaims {

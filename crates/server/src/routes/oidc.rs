@@ -102,6 +102,14 @@ async fn userinfo(state: &AppState, token: &str) -> ApiResult<Response> {
             .ok_or(ApiError::InvalidToken("the user no longer exists"))?;
         body["preferred_username"] = json!(user.username);
     }
+    // API.md: userinfo returns the user's roles, as they are now.
+    let roles = state
+        .store
+        .user_roles(bearer.session.user_id)
+        .await?
+        .map(|r| r.roles)
+        .unwrap_or_default();
+    body["roles"] = json!(roles);
     Ok(Json(body).into_response())
 }
 

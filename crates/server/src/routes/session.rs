@@ -23,11 +23,11 @@ pub struct Login {
     password: String,
 }
 
-fn session_body(session: &Session, user: &User, cookie_secret: &Secret) -> Value {
+fn session_body(session: &Session, user: &User, roles: &[String], cookie_secret: &Secret) -> Value {
     json!({
         "session": {
             "id": session.id.to_string(),
-            "user": {"id": user.id.to_string(), "username": user.username},
+            "user": {"id": user.id.to_string(), "username": user.username, "roles": roles},
             "created_at": rfc3339(session.created_at),
             "expires_at": rfc3339(session.expires_at),
         },
@@ -112,7 +112,13 @@ pub async fn login(
         });
     }
     tracing::info!(user_id = %user.id, sid = %session.id, "cookie login");
-    let mut response = Json(session_body(&session, &user, &secret)).into_response();
+    let roles = state
+        .store
+        .user_roles(user.id)
+        .await?
+        .map(|r| r.roles)
+        .unwrap_or_default();
+    let mut response = Json(session_body(&session, &user, &roles, &secret)).into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, state.cookie.set(&secret));
@@ -133,8 +139,14 @@ pub async fn current(
         .cookie_secret
         .as_ref()
         .ok_or(ApiError::Unauthorized("authentication is required"))?;
+    let roles = state
+        .store
+        .user_roles(user.id)
+        .await?
+        .map(|r| r.roles)
+        .unwrap_or_default();
     Ok(no_store(
-        Json(session_body(&caller.session, &user, secret)).into_response(),
+        Json(session_body(&caller.session, &user, &roles, secret)).into_response(),
     ))
 }
 

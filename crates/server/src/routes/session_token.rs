@@ -51,7 +51,8 @@ pub async fn mint(
         &client.id,
         &client.audience,
         &scope,
-    )?;
+    )
+    .await?;
     tracing::debug!(sid = %caller.session.id, client_id = %client.id, "session token minted");
     crate::metrics::session_token_minted();
     Ok(minted.into_response(scope, None))

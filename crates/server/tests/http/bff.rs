@@ -945,6 +945,70 @@ async fn a_revoked_session_is_refused_at_once_and_its_tokens_are_dropped() {
         .assert_error(401, "unauthorized");
 }
 
+/// The BFF's tokens carry the user's roles; a role removal drops the cached token (its feed
+/// entry), and the next request gets one with the new roles, the session untouched.
+#[tokio::test]
+async fn bff_tokens_carry_roles_and_a_removal_remints_them() {
+    let f = fixture().await;
+    let b = f.user("bff-roles").await;
+    let session = f
+        .app
+        .get("/v1/session", &[("cookie", &b.cookie)])
+        .await
+        .json();
+    let user =
+        latchkey_core::UserId::parse(session["session"]["user"]["id"].as_str().expect("user id"))
+            .expect("user id");
+    let ttl = f.app.state.policy.access_ttl;
+    let now = f.app.clock.now();
+    let roles = |names: &[&str]| names.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    f.app
+        .store
+        .set_user_roles(user, &roles(&["admin", "reader"]), now, ttl)
+        .await
+        .expect("set roles");
+    assert_eq!(
+        f.app.as_browser(&b, "GET", "/api/x", None).await.status,
+        200
+    );
+    let first = f.up.last().token();
+    assert_eq!(f.verify(&first, "api").roles, roles(&["admin", "reader"]));
+
+    f.app
+        .store
+        .set_user_roles(user, &roles(&["reader"]), now, ttl)
+        .await
+        .expect("remove a role");
+    let cache = f.app.state.bff.cache.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.holds(&sid(&b)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale token stayed cached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f.app.clock.advance(time::Duration::seconds(1));
+    assert_eq!(
+        f.app.as_browser(&b, "GET", "/api/x", None).await.status,
+        200
+    );
+    let next = f.up.last().token();
+    assert_ne!(next, first);
+    let claims = f.verify(&next, "api");
+    assert_eq!(claims.roles, roles(&["reader"]));
+    assert!(
+        !f.app.state.follower.is_token_revoked(&sid(&b), claims.iat),
+        "the new token is not stale"
+    );
+    assert!(
+        f.app
+            .state
+            .follower
+            .is_token_revoked(&sid(&b), f.verify(&first, "api").iat)
+    );
+}
+
 /// Fail closed: without the store, no session, no upstream request.
 #[tokio::test]
 async fn a_store_outage_fails_closed_without_reaching_the_upstream() {

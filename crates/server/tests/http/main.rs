@@ -28,6 +28,7 @@ mod proxy;
 mod ratelimit;
 mod rejections;
 mod revoke;
+mod roles;
 mod rotation;
 mod secrets;
 mod sessions;

@@ -107,11 +107,11 @@ async fn userinfo_answers_sub_and_with_profile_the_username() {
     let token = rp_token(&app, "ursula", "openid").await;
     let r = userinfo(&app, &token).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), serde_json::json!({"sub": id}));
+    assert_eq!(r.json(), serde_json::json!({"sub": id, "roles": []}));
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
     let token = rp_token(&app, "ursula", "openid profile").await;
-    let expected = serde_json::json!({"sub": id, "preferred_username": "ursula"});
+    let expected = serde_json::json!({"sub": id, "preferred_username": "ursula", "roles": []});
     assert_eq!(userinfo(&app, &token).await.json(), expected);
     // POST with the header, and POST with the token in the form body (RFC 6750 §2.2).
     let r = app

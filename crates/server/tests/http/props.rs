@@ -123,6 +123,7 @@ fn claims_strategy() -> impl Strategy<Value = AccessTokenClaims> {
                 client_id,
                 scope,
                 sid,
+                roles: Vec::new(),
             },
         )
 }

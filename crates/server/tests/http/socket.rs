@@ -175,7 +175,7 @@ async fn with_a_grace_window_concurrent_refreshes_all_get_the_one_successor() {
 }
 
 /// Reads SSE events (`id`, `data`) from a streaming response until `n` arrived or `timeout`.
-async fn read_events(
+pub async fn read_events(
     response: &mut reqwest::Response,
     n: usize,
     timeout: std::time::Duration,
@@ -210,7 +210,7 @@ async fn read_events(
     events
 }
 
-async fn login_sid(client: &reqwest::Client, base: &str, username: &str) -> (String, String) {
+pub async fn login_sid(client: &reqwest::Client, base: &str, username: &str) -> (String, String) {
     let (status, body) = post_form(
         client,
         &format!("{base}/oauth/token"),

@@ -186,6 +186,102 @@ async fn every_kind_of_revocation_reaches_the_resource_server_within_a_second() 
     }
 }
 
+/// A role removed while a token is live: a feed-following verifier refuses that token within
+/// a second, the user stays logged in (the refresh works), and the refreshed token, with the
+/// new roles, passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_role_reaches_the_resource_server_within_a_second_without_a_logout() {
+    let mut config = test_config();
+    config.admin_token = Some(Redacted(ADMIN.into()));
+    let server = start(config).await;
+    let verifier = verifier(&server).await;
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+    };
+    let user_id = c.sign_up("rs-roles").await;
+    let put_roles = |roles: &'static [&'static str]| {
+        let (http, url) = (
+            c.http.clone(),
+            format!("{}/admin/v1/users/{user_id}/roles", c.base),
+        );
+        async move {
+            let r = http
+                .put(url)
+                .bearer_auth(ADMIN)
+                .json(&json!({ "roles": roles }))
+                .send()
+                .await
+                .expect("put roles");
+            assert_eq!(r.status(), 200);
+        }
+    };
+    put_roles(&["admin", "reader"]).await;
+    let (access, refresh) = c.login("rs-roles").await;
+    let (bystander, _) = c.login("rs-roles").await;
+    let claims = verifier.verify(&access).await.expect("valid before");
+    assert_eq!(
+        claims.roles,
+        vec!["admin".to_string(), "reader".to_string()]
+    );
+
+    // Granting adds no feed entry: the token keeps passing.
+    put_roles(&["admin", "reader", "writer"]).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    verifier
+        .verify(&access)
+        .await
+        .expect("still valid after a grant");
+
+    let t = Instant::now();
+    put_roles(&["reader", "writer"]).await;
+    let took = refused_after(&verifier, &access, t).await;
+    assert!(took < Duration::from_secs(1), "refused only after {took:?}");
+    assert_eq!(
+        verifier.verify(&bystander).await,
+        Err(VerifyError::Revoked),
+        "every token minted before the change is stale"
+    );
+    assert!(
+        !verifier.is_revoked(&claims.sid),
+        "the session is not revoked"
+    );
+
+    // Not logged out: the refresh works at once and its token passes with the new roles.
+    let (status, body) = c
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh),
+                ("client_id", "spa"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = body["access_token"].as_str().expect("access");
+    let claims = verifier
+        .verify(fresh)
+        .await
+        .expect("the refreshed token passes");
+    assert_eq!(
+        claims.roles,
+        vec!["reader".to_string(), "writer".to_string()]
+    );
+    let refreshed = body["refresh_token"].as_str().expect("refresh");
+    let (status, body) = c
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refreshed),
+                ("client_id", "spa"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "refresh keeps working: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_under_load_refuses_no_valid_token() {
     let mut config = test_config();

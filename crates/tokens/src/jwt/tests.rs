@@ -38,6 +38,7 @@ fn claims() -> AccessTokenClaims {
         client_id: "spa".into(),
         scope: "read write".into(),
         sid: "sess-1".into(),
+        roles: vec!["admin".into()],
     }
 }
 
@@ -817,6 +818,37 @@ fn every_required_claim_is_required() {
 }
 
 #[test]
+fn roles_are_carried_and_optional_on_verification() {
+    for alg in Algorithm::ACCESS_TOKEN {
+        let key = key(alg);
+        let ring = ring_of(&key);
+        let token = ring.sign(&claims()).expect("sign");
+        let raw = segments(&token)[1].clone();
+        let payload_json: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).expect("b64")).expect("json");
+        assert_eq!(
+            payload_json["roles"],
+            json!(["admin"]),
+            "issued as an array"
+        );
+        let verified = ring.verify(&token, &validation()).expect("valid");
+        assert_eq!(verified.roles, vec!["admin".to_string()]);
+        // Minted before roles existed: no claim, no roles.
+        let old = check(&key, &header(&key), &without(payload(), "roles")).expect("ok");
+        assert!(old.roles.is_empty());
+        let null = check(&key, &header(&key), &with(payload(), "roles", Value::Null)).expect("ok");
+        assert!(null.roles.is_empty());
+        let mut none = claims();
+        none.roles.clear();
+        let token = ring.sign(&none).expect("sign");
+        let raw = segments(&token)[1].clone();
+        let payload_json: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(raw).expect("b64")).expect("json");
+        assert_eq!(payload_json["roles"], json!([]), "empty array when none");
+    }
+}
+
+#[test]
 fn claims_of_the_wrong_type_are_malformed() {
     for alg in Algorithm::ACCESS_TOKEN {
         let key = key(alg);
@@ -827,6 +859,8 @@ fn claims_of_the_wrong_type_are_malformed() {
             ("sub", json!(42)),
             ("scope", json!(["read"])),
             ("sid", json!({"id": 1})),
+            ("roles", json!("admin")),
+            ("roles", json!([1])),
         ];
         for (name, value) in cases {
             let p = with(payload(), name, value);

@@ -587,6 +587,7 @@ fn access_token_is_not_an_id_token() {
             client_id: CLIENT.into(),
             scope: "openid".into(),
             sid: "sess".into(),
+            roles: Vec::new(),
         })
         .expect("sign");
     assert_eq!(

@@ -24,11 +24,14 @@ use time::OffsetDateTime;
 
 pub const AUDIENCE: &str = "api";
 
+/// A feed event: (cursor, sid, exp, iat_before).
+type FeedEvent = (i64, String, i64, Option<i64>);
+
 #[derive(Default)]
 struct Inner {
     keys: Mutex<Vec<SigningKey>>,
-    /// (cursor, sid, exp)
-    events: Mutex<Vec<(i64, String, i64)>>,
+    /// (cursor, sid, exp, iat_before)
+    events: Mutex<Vec<FeedEvent>>,
     feed_down: AtomicBool,
     jwks_down: AtomicBool,
     jwks_hits: AtomicUsize,
@@ -101,7 +104,15 @@ impl FakeLatchkey {
     pub fn revoke(&self, sid: &str, exp: i64) -> i64 {
         let mut events = lock(&self.inner.events);
         let cursor = events.last().map_or(1, |e| e.0 + 1);
-        events.push((cursor, sid.to_owned(), exp));
+        events.push((cursor, sid.to_owned(), exp, None));
+        cursor
+    }
+
+    /// Adds a role-removal entry: tokens of `sid` issued before `iat_before` are stale.
+    pub fn mark_stale(&self, sid: &str, exp: i64, iat_before: i64) -> i64 {
+        let mut events = lock(&self.inner.events);
+        let cursor = events.last().map_or(1, |e| e.0 + 1);
+        events.push((cursor, sid.to_owned(), exp, Some(iat_before)));
         cursor
     }
 
@@ -139,6 +150,7 @@ impl FakeLatchkey {
             client_id: "spa".into(),
             scope: "read write".into(),
             sid: sid.into(),
+            roles: Vec::new(),
         }
     }
 
@@ -200,7 +212,10 @@ async fn feed(
     let cursor = page.last().map_or(after, |e| e.0);
     let revoked: Vec<_> = page
         .iter()
-        .map(|(_, sid, exp)| json!({"sid": sid, "exp": exp}))
+        .map(|(_, sid, exp, iat_before)| match iat_before {
+            None => json!({"sid": sid, "exp": exp}),
+            Some(before) => json!({"sid": sid, "exp": exp, "iat_before": before}),
+        })
         .collect();
     Json(json!({"cursor": cursor, "revoked": revoked})).into_response()
 }

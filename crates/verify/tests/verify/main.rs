@@ -688,6 +688,49 @@ async fn revoked_session_is_refused_within_a_second() {
     assert!(verifier.status().cursor >= 4);
 }
 
+/// A role removal (docs/decisions/0011): `{"sid","exp","iat_before"}` refuses the session's
+/// tokens issued before `iat_before`, within a second, and only those.
+#[tokio::test]
+async fn role_removal_refuses_only_older_tokens_of_the_session() {
+    let fake = FakeLatchkey::start().await;
+    let verifier = start(&fake).await;
+    let now = now();
+    let mut before = fake.claims("sess-roles");
+    before.iat = now - 5;
+    before.nbf = now - 5;
+    let old = fake.sign_with(&fake.key(), &before);
+    let mut after = fake.claims("sess-roles");
+    after.iat = now;
+    after.nbf = now;
+    let fresh = fake.sign_with(&fake.key(), &after);
+    let bystander = fake.token("sess-bystander");
+    assert!(verifier.verify(&old).await.is_ok());
+
+    let started = std::time::Instant::now();
+    fake.mark_stale("sess-roles", now + 900, now - 2);
+    eventually(Duration::from_secs(2), "stale entry seen", async || {
+        verifier.verify(&old).await == Err(VerifyError::Revoked)
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        verifier.verify(&fresh).await.is_ok(),
+        "minted after the change"
+    );
+    assert!(verifier.verify(&bystander).await.is_ok());
+    assert!(
+        !verifier.is_revoked("sess-roles"),
+        "the session is not revoked"
+    );
+    // A full revocation of the same session still refuses every token.
+    fake.revoke("sess-roles", now + 900);
+    eventually(Duration::from_secs(2), "revocation seen", async || {
+        verifier.verify(&fresh).await == Err(VerifyError::Revoked)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn catch_up_at_start_covers_earlier_revocations_across_pages() {
     let fake = FakeLatchkey::start().await;
