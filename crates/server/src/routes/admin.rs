@@ -85,8 +85,23 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn parse_user(id: &str) -> ApiResult<UserId> {
-    UserId::parse(id).ok_or(ApiError::NotFound)
+/// The user a path names: by id, or (as the CLI does) by username, compared after the same
+/// normalisation as logins. 404 when neither matches.
+async fn find_user(state: &AppState, id_or_name: &str) -> ApiResult<UserId> {
+    if let Some(id) = UserId::parse(id_or_name)
+        && state.store.user_by_id(id).await?.is_some()
+    {
+        return Ok(id);
+    }
+    let Ok(name) = latchkey_core::Username::parse(id_or_name) else {
+        return Err(ApiError::NotFound);
+    };
+    state
+        .store
+        .user_by_username(name.as_str())
+        .await?
+        .map(|u| u.id)
+        .ok_or(ApiError::NotFound)
 }
 
 /// Ban: refuse further logins and end every session, both kinds, in one store step that also
@@ -97,7 +112,7 @@ pub async fn ban(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_user(&id)?;
+    let id = find_user(&state, &id).await?;
     let now = state.clock.now();
     let advanced = state
         .advance_user_epoch(id, UserChange::Ban(now), None, RevokeReason::Banned)
@@ -114,7 +129,7 @@ pub async fn unban(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_user(&id)?;
+    let id = find_user(&state, &id).await?;
     state
         .advance_user_epoch(id, UserChange::Unban, None, RevokeReason::Admin)
         .await?
@@ -129,7 +144,7 @@ pub async fn revoke_sessions(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = parse_user(&id)?;
+    let id = find_user(&state, &id).await?;
     let advanced = state
         .advance_user_epoch(id, UserChange::SessionsOnly, None, RevokeReason::Admin)
         .await?
@@ -175,7 +190,7 @@ pub async fn user(
     _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    let id = parse_user(&id)?;
+    let id = find_user(&state, &id).await?;
     Ok(axum::Json(user_json(&state, id).await?))
 }
 
@@ -195,7 +210,7 @@ pub async fn set_roles(
     Path(id): Path<String>,
     crate::extract::JsonBody(body): crate::extract::JsonBody<SetRoles>,
 ) -> ApiResult<axum::Json<serde_json::Value>> {
-    let id = parse_user(&id)?;
+    let id = find_user(&state, &id).await?;
     let roles = latchkey_core::normalize_roles(&body.roles)
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let at = state.clock.now();

@@ -164,3 +164,39 @@ async fn a_user_session_token_is_not_an_admin_token() {
         .await
         .assert_error(401, "unauthorized");
 }
+
+/// The admin API takes usernames wherever it takes ids, as the CLI does (compared after the
+/// login normalisation); unknown names and ids are 404.
+#[tokio::test]
+async fn users_can_be_named_by_username() {
+    let app = admin_app().await;
+    let user = app.sign_up("Dora").await;
+    let t = app.login_again("Dora").await;
+    let r = admin(&app, "GET", "/admin/v1/users/dora", ADMIN).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["id"], user["id"]);
+    assert_eq!(
+        admin(&app, "POST", "/admin/v1/users/DORA/ban", ADMIN)
+            .await
+            .status,
+        204
+    );
+    app.refresh(&t.refresh)
+        .await
+        .assert_error(400, "invalid_grant");
+    assert_eq!(
+        admin(&app, "POST", "/admin/v1/users/dora/unban", ADMIN)
+            .await
+            .status,
+        204
+    );
+    for path in [
+        "/admin/v1/users/nobody/ban",
+        "/admin/v1/users/6f1c2d3e-0000-4000-8000-000000000000/ban",
+        "/admin/v1/users/%20/ban",
+    ] {
+        admin(&app, "POST", path, ADMIN)
+            .await
+            .assert_error(404, "not_found");
+    }
+}
