@@ -919,6 +919,17 @@ fn config_check_shows_where_values_come_from() {
         .fails(1, "configuration key `listen`");
     bad.run(&["user", "list"])
         .fails(1, "configuration key `listen`");
+    // With --json, scripts still get a document on stdout (and exit 1).
+    let out = bad.run(&["config", "check", "--json"]);
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr);
+    let doc = out.json();
+    assert_eq!(doc["valid"], false);
+    assert!(
+        doc["errors"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("configuration key `listen`")),
+        "{doc}"
+    );
     Env::new()
         .run_with(
             &["config", "check"],

@@ -162,7 +162,19 @@ fn cell(value: &Value) -> String {
 }
 
 pub fn check(config_path: Option<&Path>, as_json: bool) -> Result<()> {
-    let loaded = load_config(config_path)?;
+    let loaded = match load_config(config_path) {
+        Ok(loaded) => loaded,
+        Err(e) if as_json => {
+            // Scripts read stdout: an invalid configuration is a document too (and exit 1).
+            json(&json!({
+                "valid": false,
+                "file": config_file(config_path).map(|p| p.display().to_string()),
+                "errors": e.to_string().lines().collect::<Vec<_>>(),
+            }))?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let file = config_file(config_path).map(|p| p.display().to_string());
     let config = &loaded.config;
     let value = effective(config)?;
@@ -186,7 +198,7 @@ pub fn check(config_path: Option<&Path>, as_json: bool) -> Result<()> {
             "file": file,
             "config": value,
             "sources": sources,
-            "warnings": loaded.warnings,
+            "warnings": loaded.warnings.iter().cloned().chain(config.warnings()).collect::<Vec<_>>(),
         }));
     }
 
