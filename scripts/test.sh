@@ -41,7 +41,9 @@ else
 fi
 
 # --- Guides executed as written (docs/quickstart.md, the resource-server example) ---------------
-# Uses the binaries the cargo run above built; needs curl and python3.
+# The guides run the binaries they name (`cargo test` builds test harnesses, not every binary);
+# needs curl and python3.
+cargo build --workspace --bins --locked
 python3 scripts/doc-test.py docs/quickstart.md examples/resource-server/README.md
 
 # --- The systemd unit (dist/latchkey.service), where systemd-analyze exists ----------------------
