@@ -993,3 +993,30 @@ async fn userinfo_and_logout_fail_closed_when_the_store_is_down() {
     assert_eq!(r.status, 302);
     assert!(!session_alive(&app, &b).await);
 }
+
+/// API.md: userinfo returns the user's roles as they are now (not the token's older claim).
+#[tokio::test]
+async fn userinfo_returns_the_users_current_roles() {
+    let app = oidc_app().await;
+    let user = app.sign_up("rhea").await;
+    let id = latchkey_core::UserId::parse(user["id"].as_str().expect("id")).expect("uuid");
+    let token = rp_token(&app, "rhea", "openid").await;
+    assert_eq!(
+        userinfo(&app, &token).await.json()["roles"],
+        serde_json::json!([])
+    );
+    let roles = vec!["editor".to_string(), "reader".to_string()];
+    app.store
+        .set_user_roles(
+            id,
+            &roles,
+            app.state.clock.now(),
+            time::Duration::minutes(15),
+        )
+        .await
+        .expect("set roles")
+        .expect("user exists");
+    let r = userinfo(&app, &token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["roles"], serde_json::json!(["editor", "reader"]));
+}
