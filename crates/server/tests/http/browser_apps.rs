@@ -247,6 +247,17 @@ async fn token_requests_from_a_listed_origin_are_readable_and_from_others_refuse
     assert_eq!(app.refresh(&fresh.refresh).await.status, 200);
 }
 
+/// `POST /v1/session/token {"client_id":"spa"}` as the browser `b` on `origin`.
+async fn session_token(app: &TestApp, b: &Browser, origin: &str) -> Response {
+    app.call(
+        "POST",
+        "/v1/session/token",
+        &session_token_headers(b, origin),
+        Some(&json!({"client_id": "spa"})),
+    )
+    .await
+}
+
 /// What a same-site app's `fetch(..., {credentials: "include"})` sends.
 fn session_token_headers<'a>(b: &'a Browser, origin: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -262,14 +273,7 @@ async fn session_token_gives_a_same_site_app_an_access_token_and_no_refresh_toke
     let app = TestApp::with_config(config()).await;
     let user = app.sign_up("alice").await;
     let b = app.browser_login("alice").await;
-    let r = app
-        .call(
-            "POST",
-            "/v1/session/token",
-            &session_token_headers(&b, SPA_ORIGIN),
-            Some(&json!({"client_id": "spa"})),
-        )
-        .await;
+    let r = session_token(&app, &b, SPA_ORIGIN).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(r.header("access-control-allow-origin"), Some(SPA_ORIGIN));
@@ -406,14 +410,7 @@ async fn ending_the_cookie_session_puts_its_minted_tokens_on_the_feed() {
     let app = TestApp::with_config(config()).await;
     app.sign_up("alice").await;
     let b = app.browser_login("alice").await;
-    let r = app
-        .call(
-            "POST",
-            "/v1/session/token",
-            &session_token_headers(&b, SPA_ORIGIN),
-            Some(&json!({"client_id": "spa"})),
-        )
-        .await;
+    let r = session_token(&app, &b, SPA_ORIGIN).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let exp = jwt_part(&r.str_field("access_token"), 1)["exp"]
         .as_i64()
@@ -433,14 +430,9 @@ async fn ending_the_cookie_session_puts_its_minted_tokens_on_the_feed() {
         "the feed remembers the session at least as long as its tokens live"
     );
     // And no new token for the ended session.
-    app.call(
-        "POST",
-        "/v1/session/token",
-        &session_token_headers(&b, SPA_ORIGIN),
-        Some(&json!({"client_id": "spa"})),
-    )
-    .await
-    .assert_error(401, "unauthorized");
+    session_token(&app, &b, SPA_ORIGIN)
+        .await
+        .assert_error(401, "unauthorized");
 }
 
 #[tokio::test]
@@ -487,14 +479,7 @@ async fn session_tokens_cannot_manage_the_account() {
     let app = TestApp::with_config(config()).await;
     app.sign_up("alice").await;
     let b = app.browser_login("alice").await;
-    let r = app
-        .call(
-            "POST",
-            "/v1/session/token",
-            &session_token_headers(&b, SPA_ORIGIN),
-            Some(&json!({"client_id": "spa"})),
-        )
-        .await;
+    let r = session_token(&app, &b, SPA_ORIGIN).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let bearer = format!("Bearer {}", r.str_field("access_token"));
     for (method, path) in [
