@@ -16,6 +16,45 @@ pub struct AccessToken {
     pub claims: AccessTokenClaims,
 }
 
+/// What differs between Latchkey's access tokens: whom they speak for and to whom.
+pub struct TokenFor<'a> {
+    /// The user id, or the client id of a `client_credentials` token.
+    pub sub: String,
+    pub sid: String,
+    pub client_id: &'a str,
+    pub audience: &'a str,
+    pub scope: &'a str,
+    pub roles: Vec<String>,
+}
+
+/// Signs the RFC 9068 claims, issued at `now` and expiring at `exp`: the one place the claims
+/// of every access token (token endpoint, session tokens, client credentials, BFF) are built.
+pub fn sign(
+    state: &AppState,
+    who: TokenFor<'_>,
+    now: OffsetDateTime,
+    exp: OffsetDateTime,
+) -> Result<AccessToken, ApiError> {
+    let claims = AccessTokenClaims {
+        iss: state.issuer.clone(),
+        sub: who.sub,
+        aud: who.audience.to_string(),
+        exp: exp.unix_timestamp(),
+        iat: now.unix_timestamp(),
+        nbf: now.unix_timestamp(),
+        jti: new_jti(),
+        client_id: who.client_id.to_string(),
+        scope: who.scope.to_string(),
+        sid: who.sid,
+        roles: who.roles,
+    };
+    let token = state
+        .keyring()
+        .sign(&claims)
+        .map_err(|e| ApiError::Internal(format!("signing an access token: {e}")))?;
+    Ok(AccessToken { token, claims })
+}
+
 /// Signs an access token of `session` for `client_id` and `audience`; it expires after the
 /// configured lifetime, or with the session if that comes first. It carries the user's roles
 /// as they are now ([`roles_at_mint`]).
@@ -27,25 +66,15 @@ pub async fn access_token(
     scope: &str,
 ) -> Result<AccessToken, ApiError> {
     let (roles, now) = roles_at_mint(state, session.user_id).await?;
-    let exp = state.policy.access_expiry(session, now);
-    let claims = AccessTokenClaims {
-        iss: state.issuer.clone(),
+    let who = TokenFor {
         sub: session.user_id.to_string(),
-        aud: audience.to_string(),
-        exp: exp.unix_timestamp(),
-        iat: now.unix_timestamp(),
-        nbf: now.unix_timestamp(),
-        jti: new_jti(),
-        client_id: client_id.to_string(),
-        scope: scope.to_string(),
         sid: session.id.to_string(),
+        client_id,
+        audience,
+        scope,
         roles,
     };
-    let token = state
-        .keyring()
-        .sign(&claims)
-        .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
-    Ok(AccessToken { token, claims })
+    sign(state, who, now, state.policy.access_expiry(session, now))
 }
 
 /// Signs a `client_credentials` access token: `sub` and `client_id` are the client id, and
@@ -58,24 +87,15 @@ pub fn client_access_token(
     scope: &str,
 ) -> Result<AccessToken, ApiError> {
     let now = state.clock.now();
-    let claims = AccessTokenClaims {
-        iss: state.issuer.clone(),
+    let who = TokenFor {
         sub: client_id.to_string(),
-        aud: audience.to_string(),
-        exp: (now + state.policy.access_ttl).unix_timestamp(),
-        iat: now.unix_timestamp(),
-        nbf: now.unix_timestamp(),
-        jti: new_jti(),
-        client_id: client_id.to_string(),
-        scope: scope.to_string(),
         sid: latchkey_core::SessionId::new().to_string(),
+        client_id,
+        audience,
+        scope,
         roles: Vec::new(),
     };
-    let token = state
-        .keyring()
-        .sign(&claims)
-        .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
-    Ok(AccessToken { token, claims })
+    sign(state, who, now, now + state.policy.access_ttl)
 }
 
 /// Longest wait before minting after a role removal (the rest of its second, plus clock skew

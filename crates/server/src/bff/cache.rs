@@ -10,7 +10,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::http::HeaderValue;
 use latchkey_core::{Session, SessionId};
-use latchkey_tokens::{AccessTokenClaims, new_jti};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -204,23 +203,15 @@ fn mint(
     now: OffsetDateTime,
 ) -> Result<(Minted, OffsetDateTime), ApiError> {
     let exp = whole_seconds(state.policy.access_expiry(session, now));
-    let claims = AccessTokenClaims {
-        iss: state.issuer.clone(),
+    let who = crate::issue::TokenFor {
         sub: session.user_id.to_string(),
-        aud: audience.to_string(),
-        exp: exp.unix_timestamp(),
-        iat: now.unix_timestamp(),
-        nbf: now.unix_timestamp(),
-        jti: new_jti(),
-        client_id: BFF_CLIENT_ID.to_string(),
-        scope: scope.to_string(),
         sid: session.id.to_string(),
+        client_id: BFF_CLIENT_ID,
+        audience,
+        scope,
         roles,
     };
-    let token = state
-        .keyring()
-        .sign(&claims)
-        .map_err(|e| ApiError::Internal(format!("signing a BFF token: {e}")))?;
+    let token = crate::issue::sign(state, who, now, exp)?.token;
     let mut header = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| ApiError::Internal("a signed token is not a header value".into()))?;
     header.set_sensitive(true);
