@@ -94,7 +94,14 @@ fn client_credentials_grant(
             "scope {oidc:?} names a user; a client_credentials token has none"
         )));
     }
-    let scope = clients::grant_scope(&client.scopes, req.scope.as_deref())?;
+    // The OIDC scopes name a user: never granted here, even to a client that lists them.
+    let api_scopes: Vec<String> = client
+        .scopes
+        .iter()
+        .filter(|s| !matches!(s.as_str(), "openid" | "profile"))
+        .cloned()
+        .collect();
+    let scope = clients::grant_scope(&api_scopes, req.scope.as_deref())?;
     let minted = crate::issue::client_access_token(state, &client.id, &client.audience, &scope)?;
     tracing::info!(client_id = %client.id, jti = %minted.claims.jti, "client_credentials token issued");
     Ok(minted.into_response(scope, None))

@@ -1020,3 +1020,39 @@ async fn userinfo_returns_the_users_current_roles() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["roles"], serde_json::json!(["editor", "reader"]));
 }
+
+/// A client_credentials token names no user, so it never carries `openid`/`profile`, even for a
+/// confidential client that lists them among its scopes (asked for or not).
+#[tokio::test]
+async fn client_credentials_never_grant_the_oidc_scopes() {
+    let mut config = oidc_config();
+    config.clients.push(ClientConfig {
+        id: "svc-oidc".into(),
+        kind: ClientKind::Confidential,
+        secret: Some(Redacted(SVC_SECRET.into())),
+        audience: "jobs".into(),
+        scopes: grants(&["openid", "profile", "jobs:read"]),
+        grant_types: grants(&["client_credentials"]),
+        ..ClientConfig::default()
+    });
+    let app = TestApp::with_config(config).await;
+    let form = |scope: Option<&'static str>| {
+        let mut f = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", "svc-oidc"),
+            ("client_secret", SVC_SECRET),
+        ];
+        if let Some(s) = scope {
+            f.push(("scope", s));
+        }
+        f
+    };
+    let r = app.post_form("/oauth/token", &form(None)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["scope"], "jobs:read");
+    for scope in ["openid", "jobs:read profile"] {
+        app.post_form("/oauth/token", &form(Some(scope)))
+            .await
+            .assert_error(400, "invalid_scope");
+    }
+}
