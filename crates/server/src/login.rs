@@ -31,12 +31,7 @@ pub async fn check_credentials(
     let normalized = Username::parse(username).ok();
     // Throttle by the normalised name so look-alike spellings share one bucket.
     let account = normalized.as_ref().map_or(username, |u| u.as_str());
-    let account_at_address = account_key(account, &peer.throttle_key);
-    state
-        .throttles
-        .login_per_account
-        .check(&account_at_address)?;
-    state.throttles.login_per_account_all.check(account)?;
+    let charged = charge_account_budgets(state, account, peer)?;
 
     let user = match &normalized {
         Some(name) => state.store.user_by_username(name.as_str()).await?,
@@ -57,11 +52,61 @@ pub async fn check_credentials(
             Ok(Ok(user))
         }
         _ => {
-            record_failure(state, "login_failed", mode, account, peer);
+            charged.keep();
+            record_failure("login_failed", mode, account, peer);
             metrics::login(mode, "failed");
             Ok(Err(LoginRefused::BadCredentials))
         }
     }
+}
+
+/// A failure taken in advance from both account budgets; given back on drop unless the
+/// attempt really failed ([`Charged::keep`]).
+pub struct Charged<'a> {
+    state: &'a AppState,
+    account_at_address: String,
+    account: String,
+    kept: bool,
+}
+
+impl Charged<'_> {
+    /// The attempt failed: the failure stays counted.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Charged<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            let throttles = &self.state.throttles;
+            throttles.login_per_account.refund(&self.account_at_address);
+            throttles.login_per_account_all.refund(&self.account);
+        }
+    }
+}
+
+/// Takes one failure from the per-(account, address) budget and from the account's budget
+/// over all addresses before the password is checked (429 when either is spent), so guesses
+/// sent at once cannot overrun them while Argon2 runs. Logins and password changes share it.
+pub fn charge_account_budgets<'a>(
+    state: &'a AppState,
+    account: &str,
+    peer: &ClientInfo,
+) -> Result<Charged<'a>, ApiError> {
+    let account_at_address = account_key(account, &peer.throttle_key);
+    let throttles = &state.throttles;
+    throttles.login_per_account.charge(&account_at_address)?;
+    if let Err(e) = throttles.login_per_account_all.charge(account) {
+        throttles.login_per_account.refund(&account_at_address);
+        return Err(e);
+    }
+    Ok(Charged {
+        state,
+        account_at_address,
+        account: account.to_string(),
+        kept: false,
+    })
 }
 
 /// The per-(account, address) throttle key; `\0` cannot occur in either part.
@@ -69,7 +114,7 @@ pub fn account_key(account: &str, ip: &str) -> String {
     format!("{account}\0{ip}")
 }
 
-/// Counts a failed password check against both account budgets and logs it as a security
+/// Logs a failed password check (already counted by [`charge_account_budgets`]) as a security
 /// event in one stable line for fail2ban and the like (target `latchkey::security`):
 ///
 /// `WARN latchkey::security: authentication failed event=login_failed mode=token username=alice ip=203.0.113.7`
@@ -79,18 +124,7 @@ pub fn account_key(account: &str, ip: &str) -> String {
 /// (or the name as typed, when it is not a valid one), at most 64 characters, with
 /// whitespace, control characters, quotes, backslashes and `=` shown as `?`; `ip` is the
 /// client address (the throttle counts IPv6 clients per /64). A fail2ban filter: `failregex = event=login_failed .* ip=<HOST>$`.
-pub fn record_failure(
-    state: &AppState,
-    event: &'static str,
-    mode: &'static str,
-    account: &str,
-    peer: &ClientInfo,
-) {
-    state
-        .throttles
-        .login_per_account
-        .failed(&account_key(account, &peer.throttle_key));
-    state.throttles.login_per_account_all.failed(account);
+pub fn record_failure(event: &'static str, mode: &'static str, account: &str, peer: &ClientInfo) {
     let username = loggable_username(account);
     tracing::warn!(target: "latchkey::security", event = %event, mode = %mode, username = %username, ip = %peer.ip, "authentication failed");
 }

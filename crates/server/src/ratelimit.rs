@@ -96,16 +96,16 @@ impl FailureThrottle {
     /// 429 (with the seconds until a slot frees up) while `key` has no failure left; takes
     /// nothing.
     pub fn check(&self, key: &str) -> Result<(), ApiError> {
+        let map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_in(&map, key)
+    }
+
+    fn check_in(&self, map: &HashMap<String, Instant>, key: &str) -> Result<(), ApiError> {
         let Some(rule) = self.rule else {
             return Ok(());
         };
         let now = Instant::now();
-        let tat = self
-            .tat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .copied();
+        let tat = map.get(key).copied();
         // Full bucket: tat <= now. Empty: tat >= now + burst * interval.
         let Some(tat) = tat else {
             return Ok(());
@@ -123,13 +123,40 @@ impl FailureThrottle {
         Err(ApiError::RateLimited { retry_after_secs })
     }
 
-    /// Records one failure for `key`.
-    pub fn failed(&self, key: &str) {
+    /// Takes one failure from `key`'s budget up front (429 when none is left), in the same
+    /// lock as the check: attempts in flight at once are each counted, so concurrent guesses
+    /// cannot overrun the budget while their password checks run. [`Self::refund`] gives it
+    /// back when the attempt did not fail after all.
+    pub fn charge(&self, key: &str) -> Result<(), ApiError> {
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_in(&map, key)?;
+        self.failed_in(&mut map, key);
+        Ok(())
+    }
+
+    /// Gives back a failure taken by [`Self::charge`].
+    pub fn refund(&self, key: &str) {
         let Some(rule) = self.rule else {
             return;
         };
         let now = Instant::now();
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tat) = map.get_mut(key) {
+            *tat = tat.checked_sub(rule.interval).unwrap_or(now).max(now);
+        }
+    }
+
+    /// Records one failure for `key`.
+    pub fn failed(&self, key: &str) {
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        self.failed_in(&mut map, key);
+    }
+
+    fn failed_in(&self, map: &mut HashMap<String, Instant>, key: &str) {
+        let Some(rule) = self.rule else {
+            return;
+        };
+        let now = Instant::now();
         if map.len() >= FAILURE_KEYS_MAX && !map.contains_key(key) {
             map.retain(|_, tat| *tat > now);
             if map.len() >= FAILURE_KEYS_MAX {

@@ -106,27 +106,14 @@ pub async fn change_password(
         .await?
         .ok_or(ApiError::Unauthorized("the user no longer exists"))?;
     // The current password is a login in disguise: same throttles, same failure count.
-    let account_at_address = crate::login::account_key(&user.username, &client.throttle_key);
-    state
-        .throttles
-        .login_per_account
-        .check(&account_at_address)?;
-    state
-        .throttles
-        .login_per_account_all
-        .check(&user.username)?;
+    let charged = crate::login::charge_account_budgets(&state, &user.username, &client)?;
     if !state
         .passwords
         .verify(&body.current_password, Some(&user.password_hash))
         .await?
     {
-        crate::login::record_failure(
-            &state,
-            "password_change_failed",
-            "account",
-            &user.username,
-            &client,
-        );
+        charged.keep();
+        crate::login::record_failure("password_change_failed", "account", &user.username, &client);
         tracing::info!(target: "latchkey::security", user_id = %user.id, "password change refused: wrong current password");
         return Err(ApiError::Forbidden(
             "the current password is incorrect".into(),

@@ -198,3 +198,38 @@ async fn token_endpoint_throttle_covers_refreshes() {
     r.assert_error(429, "rate_limited");
     assert!(r.header("retry-after").is_some());
 }
+
+/// Guesses sent at once are each counted before their password check runs: a burst of
+/// concurrent wrong passwords from many addresses gets at most the account's budget over all
+/// addresses (3x `login_per_account`) of answers; the rest are 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_guesses_cannot_overrun_the_account_budget() {
+    let mut config = test_config();
+    config.rate_limit.login_per_account = rate(3, 60);
+    let app = std::sync::Arc::new(TestApp::with_config(config).await);
+    app.sign_up("alice").await;
+    // Spawned all at once (collected), then awaited.
+    let guesses: Vec<_> = (0..60u8)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                login_from(&app, [10, 1, i / 3, i], "alice", "wrong password")
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for guess in guesses {
+        match guess.await.expect("task") {
+            400 => answered += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        answered <= 9,
+        "{answered} guesses were checked; the budget over all addresses is 9"
+    );
+    assert!(answered >= 1, "some guesses must have been checked");
+}
