@@ -497,3 +497,48 @@ async fn session_tokens_cannot_manage_the_account() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Cookie-carrying CORS (`/v1/session/token`, `GET /v1/session`) is for public clients' origins
+/// only: a confidential client's listed origin may call the OAuth endpoints, never with the
+/// session cookie.
+#[tokio::test]
+async fn a_confidential_clients_origin_never_gets_credentials() {
+    const BACKEND_ORIGIN: &str = "http://127.0.0.1:6002";
+    let mut config = config();
+    config.clients[1].allowed_origins = vec![BACKEND_ORIGIN.into()];
+    let app = TestApp::with_config(config).await;
+    app.sign_up("alice").await;
+    let b = app.browser_login("alice").await;
+    let r = app
+        .call(
+            "OPTIONS",
+            "/oauth/token",
+            &preflight(BACKEND_ORIGIN, "content-type"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(BACKEND_ORIGIN)
+    );
+    for path in ["/v1/session/token", "/v1/session"] {
+        let r = app
+            .call(
+                "OPTIONS",
+                path,
+                &preflight(BACKEND_ORIGIN, "content-type"),
+                None,
+            )
+            .await;
+        r.assert_error(403, "forbidden");
+        no_cors_headers(&r, path);
+    }
+    let r = app
+        .get(
+            "/v1/session",
+            &[("origin", BACKEND_ORIGIN), ("cookie", &b.cookie)],
+        )
+        .await;
+    no_cors_headers(&r, "GET /v1/session from a confidential client's origin");
+}
