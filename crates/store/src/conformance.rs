@@ -1587,6 +1587,22 @@ pub async fn auth_code_replay_finds_the_issued_session(store: Arc<dyn Store>) {
             .expect("consume"),
         CodeOutcome::Consumed(_)
     ));
+    // The session offered before the code was consumed was not kept: a replay names none.
+    assert_eq!(
+        store
+            .consume_auth_code(&fresh.hash, now)
+            .await
+            .expect("replay"),
+        CodeOutcome::Replayed {
+            issued_session: None
+        }
+    );
+    assert!(
+        !store
+            .record_code_session(&Secret::generate().hash(), SessionId::new())
+            .await
+            .expect("record unknown")
+    );
 }
 
 pub async fn auth_code_race_has_one_winner(store: Arc<dyn Store>) {

@@ -521,26 +521,18 @@ impl Store for SqliteStore {
         hash: &SecretHash,
         session: SessionId,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        // One statement, as on PostgreSQL: records the session on a consumed code only, and
+        // reports whether a replay came first (then the caller revokes the session).
+        let replayed: Option<bool> = sqlx::query_scalar(
             "UPDATE auth_codes SET issued_session = ? \
-             WHERE hash = ? AND consumed_at IS NOT NULL AND replayed_at IS NULL",
+             WHERE hash = ? AND consumed_at IS NOT NULL RETURNING (replayed_at IS NOT NULL)",
         )
         .bind(session.to_string())
         .bind(hash.0.to_vec())
-        .execute(&self.writer)
+        .fetch_optional(&self.writer)
         .await
         .map_err(unavailable)?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
-        }
-        // Replayed meanwhile: still record the session, for any later replay to find.
-        sqlx::query("UPDATE auth_codes SET issued_session = ? WHERE hash = ?")
-            .bind(session.to_string())
-            .bind(hash.0.to_vec())
-            .execute(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(false)
+        Ok(replayed == Some(false))
     }
 
     async fn insert_signing_key(&self, key: &StoredKey) -> StoreResult<()> {
